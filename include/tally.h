@@ -1,0 +1,269 @@
+/*
+ * tally.h - exact counters for code where many threads count at once.
+ *
+ * This is tally's one public header. Read it top to bottom:
+ *
+ *   1. errors and limits
+ *   2. tally_counter  one lock-free 64-bit counter, a plain struct
+ *   3. tally_adder    a counter whose adds scale with cores
+ *   4. tally_map      string-keyed counters (the article's SafeCounter)
+ *
+ * Conventions used by every call:
+ *
+ *   - Fallible calls return int: 0 on success or a negative errno value
+ *     (-EINVAL, -ENOMEM, ...); tally_strerror() turns one into text. A call
+ *     that fails has changed nothing.
+ *   - The library never aborts, exits or prints, and needs only libc and
+ *     pthreads.
+ *   - Values are int64_t and wrap in two's complement on overflow
+ *     (INT64_MAX + 1 == INT64_MIN), as Go's atomic.Int64 and Java's
+ *     AtomicLong/LongAdder do. No overflow is ever undefined behaviour.
+ *   - Counters order no other memory. An add is atomic and is never lost,
+ *     but it is not a fence: do not use a tally counter to publish other
+ *     data to another thread (use your own atomics or locks for that).
+ *
+ * The header compiles as C11 and as C++ (C++23 or later, where
+ * <stdatomic.h> provides _Atomic(T)).
+ */
+#ifndef TALLY_H
+#define TALLY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+#include <stdatomic.h> /* C++23: _Atomic(T) is std::atomic<T> */
+extern "C" {
+#else
+#include <stdatomic.h>
+#endif
+
+#define TALLY_VERSION_MAJOR 0
+#define TALLY_VERSION_MINOR 1
+#define TALLY_VERSION_PATCH 0
+#define TALLY_VERSION_STRING "0.1.0"
+
+#if defined(_WIN32)
+#define TALLY_API
+#elif defined(__GNUC__)
+#define TALLY_API __attribute__((visibility("default")))
+#else
+#define TALLY_API
+#endif
+
+/* ------------------------------------------------------------------ */
+/* 1. Errors and limits                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Returns a static, human-readable description of err, which is a value
+ * returned by a tally call (0 or a negative errno). Never returns NULL;
+ * unknown values give "unknown error". Thread-safe.
+ */
+TALLY_API const char *tally_strerror(int err);
+
+/* The longest key, in bytes, that tally_map accepts. */
+#define TALLY_KEY_MAX 4096
+
+/* ------------------------------------------------------------------ */
+/* 2. tally_counter: one lock-free 64-bit counter                      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A plain struct that can be embedded anywhere (a global, a struct field,
+ * an array) with no allocation. Every operation is a single atomic
+ * instruction: lock-free and wait-free on every 64-bit target tally
+ * supports. Initialise with TALLY_COUNTER_INIT(v), with tally_counter_store,
+ * or by zero-filling the memory.
+ *
+ * Ordering: every operation is relaxed (memory_order_relaxed). All threads
+ * agree on one order of the operations on one counter, and each operation
+ * sees the result of all those before it in that order, so nothing is
+ * lost and cas/swap behave as expected; but an operation on a counter
+ * does not order accesses to any other memory.
+ *
+ * This is the counter of choice when one thread (or a few) adds, or when
+ * you need the new value back from an add. Under heavy contention from
+ * many threads every add fights for one cache line; use tally_adder there.
+ */
+typedef struct tally_counter {
+    _Atomic(int64_t) value;
+} tally_counter;
+
+#define TALLY_COUNTER_INIT(v) { (v) }
+
+/* Adds delta and returns the new value (wrapping). */
+TALLY_API int64_t tally_counter_add(tally_counter *c, int64_t delta);
+/* Adds 1 and returns the new value. */
+TALLY_API int64_t tally_counter_inc(tally_counter *c);
+/* Subtracts 1 and returns the new value. */
+TALLY_API int64_t tally_counter_dec(tally_counter *c);
+/* Returns the current value. */
+TALLY_API int64_t tally_counter_load(const tally_counter *c);
+/* Sets the value. */
+TALLY_API void tally_counter_store(tally_counter *c, int64_t v);
+/* Sets the value to v and returns the value it replaced. swap(c, 0) reads
+ * and resets at once: every add lands in exactly one swap's result or in
+ * the value left. */
+TALLY_API int64_t tally_counter_swap(tally_counter *c, int64_t v);
+/* If the value is old_value, sets it to new_value and returns true;
+ * otherwise changes nothing and returns false. Never fails spuriously. */
+TALLY_API bool tally_counter_cas(tally_counter *c, int64_t old_value,
+                                 int64_t new_value);
+
+/* ------------------------------------------------------------------ */
+/* 3. tally_adder: a counter whose adds scale with cores               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Each thread that adds gets its own 8-byte cell for this adder, on a
+ * cache line that only that thread writes; an add is a plain load and
+ * store to that cell, with no locked instruction and no shared cache line.
+ * Reads sum the cells. Cells of threads that exit are folded into a
+ * shared total, so nothing is lost and memory stays bounded.
+ *
+ * Costs: about 64 bytes per adder at rest, plus 8 bytes per adder in each
+ * thread that has added to it (cells are allocated per thread in blocks
+ * of 1024, shared by all adders and map keys).
+ *
+ * Progress: adds are wait-free after a thread's first add to an adder
+ * with a new cell block (which allocates). If that allocation fails the
+ * add falls back to one atomic add on a shared total: still counted,
+ * never an error. Reads never block adds.
+ */
+typedef struct tally_adder tally_adder;
+
+/* Creates an adder at 0. Returns 0, -EINVAL (out is NULL) or -ENOMEM. */
+TALLY_API int tally_adder_new(tally_adder **out);
+/* Frees an adder. NULL is a no-op. No other call on a may run at the same
+ * time or later. */
+TALLY_API void tally_adder_free(tally_adder *a);
+/* Adds delta. Never fails, never blocks once the thread has its cell. */
+TALLY_API void tally_adder_add(tally_adder *a, int64_t delta);
+/* Adds 1. */
+TALLY_API void tally_adder_inc(tally_adder *a);
+/* Returns the value: all adds minus all drained amounts. Exact when no
+ * add is in flight; with concurrent adds it returns a value that counts
+ * every add that finished before the call and some of those running
+ * during it. Does not block adds; O(threads that have used tally). */
+TALLY_API int64_t tally_adder_sum(tally_adder *a);
+/* Returns the adds since the previous drain (the current value) and
+ * resets the value to 0, atomically with respect to adds: every add is
+ * counted by exactly one drain or by the value left. Drains serialise
+ * with each other; they never block adds. */
+TALLY_API int64_t tally_adder_drain(tally_adder *a);
+
+/* ------------------------------------------------------------------ */
+/* 4. tally_map: string-keyed counters                                 */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A concurrent map from byte-string keys (0..TALLY_KEY_MAX bytes) to
+ * counters with tally_adder's per-thread cells: the article's SafeCounter,
+ * without the mutex. Calls that take a C string use strlen(key) bytes;
+ * the _n variants take any bytes, NUL included.
+ *
+ * Every call may run from any number of threads at once, except
+ * tally_map_free. Adds and reads of existing keys are lock-free and never
+ * wait for each other; creating and removing keys take a per-shard lock;
+ * remove waits for adds in flight on the key it removes (a grace period),
+ * so that it can return the key's exact last value.
+ *
+ * Accounting rule: for every key, the sum of all successful adds (by key
+ * or by handle) equals the sum of the values returned by remove, plus the
+ * sum of the drained amounts, plus the value left. An add that races with
+ * the remove of its key lands either in the removed value or in the key's
+ * next life (the key is created again).
+ */
+typedef struct tally_map tally_map;
+
+/* Creates an empty map. 0, -EINVAL (out NULL) or -ENOMEM. */
+TALLY_API int tally_map_new(tally_map **out);
+/* Frees the map and all its keys. NULL is a no-op. No other call on m may
+ * run at the same time or later, and all its handles must be released. */
+TALLY_API void tally_map_free(tally_map *m);
+
+/* Adds delta to key, creating the key at 0 first if absent.
+ * 0, -EINVAL (m or key NULL), -ENAMETOOLONG (key longer than
+ * TALLY_KEY_MAX), -ENOMEM (the key was absent and could not be created;
+ * nothing changed). Adds to an existing key never fail. */
+TALLY_API int tally_map_add(tally_map *m, const char *key, int64_t delta);
+TALLY_API int tally_map_add_n(tally_map *m, const void *key, size_t len,
+                              int64_t delta);
+/* tally_map_add(m, key, 1): SafeCounter.Inc. */
+TALLY_API int tally_map_inc(tally_map *m, const char *key);
+
+/* SafeCounter.Value: the key's value, 0 when the key is absent or on bad
+ * input. Use tally_map_get to tell those apart. */
+TALLY_API int64_t tally_map_value(tally_map *m, const char *key);
+/* Stores the key's value in *value. 0, -ENOENT (absent; *value untouched),
+ * -EINVAL, -ENAMETOOLONG. */
+TALLY_API int tally_map_get(tally_map *m, const char *key, int64_t *value);
+TALLY_API int tally_map_get_n(tally_map *m, const void *key, size_t len,
+                              int64_t *value);
+
+/* Removes key and stores its last value in *last_value (when not NULL).
+ * 0, -ENOENT, -EINVAL, -ENAMETOOLONG, or -EDEADLK when called from inside
+ * a tally_map_foreach or tally_map_drain callback (which would wait for
+ * itself). Waits for adds in flight on this key to finish. */
+TALLY_API int tally_map_remove(tally_map *m, const char *key,
+                               int64_t *last_value);
+TALLY_API int tally_map_remove_n(tally_map *m, const void *key, size_t len,
+                                 int64_t *last_value);
+
+/* The number of keys present. */
+TALLY_API size_t tally_map_size(tally_map *m);
+
+/* A visitor: return 0 to go on, non-zero to stop (that value is returned
+ * by the call that is visiting). key is valid only during the call. */
+typedef int (*tally_visit_fn)(void *ctx, const void *key, size_t len,
+                              int64_t value);
+
+/* Calls fn for each key present: every key present for the whole call is
+ * visited exactly once and no key twice; keys added or removed during the
+ * call may or may not be visited. For a key that is only ever incremented
+ * the value seen lies between its values at the call's start and end.
+ * Returns 0, fn's non-zero result, or -EINVAL. fn may add to keys but must
+ * not remove keys (remove returns -EDEADLK there). A running foreach makes
+ * removes on other threads wait for it. */
+TALLY_API int tally_map_foreach(tally_map *m, tally_visit_fn fn, void *ctx);
+
+/* Like foreach, but passes each key's adds since the previous drain (its
+ * current value) and resets that key to 0; keys whose amount is 0 are not
+ * visited. Every add is counted exactly once by a drain, a remove, or the
+ * value left. Keys stay present. Drains serialise with each other and with
+ * removes; never with adds. */
+TALLY_API int tally_map_drain(tally_map *m, tally_visit_fn fn, void *ctx);
+
+/*
+ * Handles: resolve a key once, then count at tally_adder speed.
+ *
+ * tally_map_handle creates the key at 0 if absent. A handle may be used
+ * from any number of threads until it is released. If the key is removed
+ * while a handle to it exists, later adds through the handle go to the
+ * key's next life (they create the key again); adds that raced with the
+ * remove reach the key's next life when the handle is released.
+ * Release every handle before tally_map_free.
+ */
+typedef struct tally_handle tally_handle;
+
+/* 0, -EINVAL, -ENAMETOOLONG, -ENOMEM. */
+TALLY_API int tally_map_handle(tally_map *m, const char *key,
+                               tally_handle **out);
+TALLY_API int tally_map_handle_n(tally_map *m, const void *key, size_t len,
+                                 tally_handle **out);
+/* Adds delta to the handle's key. Never fails (if the key was removed and
+ * cannot be created again for lack of memory, the add is kept with the
+ * handle and reaches the map when the memory is there, at the latest when
+ * the handle is released). */
+TALLY_API void tally_handle_add(tally_handle *h, int64_t delta);
+TALLY_API void tally_handle_inc(tally_handle *h);
+/* Releases the handle. NULL is a no-op. */
+TALLY_API void tally_handle_release(tally_handle *h);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* TALLY_H */

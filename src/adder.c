@@ -1,0 +1,78 @@
+/*
+ * adder.c - tally_adder: a counter whose adds scale with cores.
+ *
+ * An adder is one id in the cell scheme of cells.h: each thread adds to
+ * its own cell with a plain load and store, and reads sum the cells plus
+ * the shared adj(id). Everything about who writes what and what readers
+ * see is in cells.h; this file adds only the drain rule.
+ *
+ * Drain: under drain_lock, read v = value(id), then subtract v from adj.
+ * Adds that land between the read and the subtraction are in cells and not
+ * in v, so they stay in the value; every add is counted by exactly one
+ * drain or by the value left. drain_lock only orders drains among
+ * themselves: adds and sums never take it.
+ */
+#include "tally.h"
+
+#include <errno.h>
+#include <pthread.h>
+
+#include "alloc.h"
+#include "cells.h"
+
+struct tally_adder {
+    uint32_t id;                /* immutable from new to free */
+    pthread_mutex_t drain_lock; /* serialises drains */
+};
+
+int tally_adder_new(tally_adder **out)
+{
+    if (out == NULL)
+        return -EINVAL;
+    tally_adder *a = tally__malloc(sizeof(*a));
+    if (a == NULL)
+        return -ENOMEM;
+    int err = tally__id_alloc(&a->id);
+    if (err != 0) {
+        tally__free(a);
+        return err;
+    }
+    pthread_mutex_init(&a->drain_lock, NULL);
+    *out = a;
+    return 0;
+}
+
+void tally_adder_free(tally_adder *a)
+{
+    if (a == NULL)
+        return;
+    /* The caller guarantees no add is running or will run: the id can go
+     * back with its cells zeroed. */
+    (void)tally__id_release(a->id);
+    pthread_mutex_destroy(&a->drain_lock);
+    tally__free(a);
+}
+
+void tally_adder_add(tally_adder *a, int64_t delta)
+{
+    tally__id_add(a->id, delta);
+}
+
+void tally_adder_inc(tally_adder *a)
+{
+    tally__id_add(a->id, 1);
+}
+
+int64_t tally_adder_sum(tally_adder *a)
+{
+    return tally__id_read(a->id);
+}
+
+int64_t tally_adder_drain(tally_adder *a)
+{
+    pthread_mutex_lock(&a->drain_lock);
+    int64_t v = tally__id_read(a->id);
+    tally__id_sub(a->id, v);
+    pthread_mutex_unlock(&a->drain_lock);
+    return v;
+}

@@ -1,0 +1,220 @@
+/*
+ * cells.h - per-thread counter cells, counter ids, and the grace periods
+ * that tally_adder and tally_map are built on.
+ *
+ * THE IDEA
+ *
+ * Every counter that must scale (an adder, a map key) gets an id. Every
+ * thread that adds to it owns one 8-byte cell for that id, and an add is a
+ * plain load and store on that cell: no locked instruction, no cache line
+ * written by two threads. A counter's value is
+ *
+ *     value(id) = adj(id) + sum over threads t of cell(t, id)
+ *
+ * where adj(id) is one shared atomic per id that absorbs what does not fit
+ * the per-thread scheme: the cells of threads that exited (folded into it),
+ * drained amounts (subtracted from it), and adds that could not get a cell
+ * for lack of memory (added to it with an atomic RMW).
+ *
+ * THE STRUCTURES
+ *
+ * struct tally__thread (one per thread that has used tally; never freed,
+ * reused by later threads once its thread exits):
+ *   - dir[b]: pointer to a block of TALLY_CELLS_PER_BLOCK cells for ids
+ *     b*1024 .. b*1024+1023, NULL until the owner first touches one of those
+ *     ids. Written (once per block, release) by the owner; read by anyone.
+ *     Blocks are cache-line aligned, so two threads' cells never share a
+ *     line. A thread's cells for different ids do share lines: they are
+ *     written by that one thread only, so that costs nothing.
+ *   - cells: written by the owner (adds), and by others only when no add to
+ *     that id can be running: when an id is released (its counter is gone,
+ *     so no thread may add to it) and at the owner's exit fold (run by the
+ *     owner itself).
+ *   - rcu_ctr: the owner's read-side state (below). Written by the owner,
+ *     read by threads waiting for a grace period.
+ *   - next: the registry list link, written once before the record is
+ *     published (release) and never again.
+ *
+ * Ids come from a global allocator (a free stack and a bump counter under
+ * ids_lock). adj blocks are allocated with the id's block and never freed.
+ *
+ * WHAT A READER SEES
+ *
+ * tally__id_read() sums adj and every thread's cell. Adds are not blocked
+ * and may or may not be seen if they run during the read; every add that
+ * finished before the read began is seen. A thread's exit moves its cells
+ * into adj; a read that overlaps such a move could see a value twice or not
+ * at all, so exits run under a sequence lock (fold_seq) and reads retry when
+ * a fold ran while they read. Folds are rare (one per thread exit); reads
+ * never block anyone.
+ *
+ * GRACE PERIODS (a small user-space RCU)
+ *
+ * A map remove must know that no add which found the key is still about to
+ * store into its cells. Lookups and adds by key run inside a read-side
+ * section: the thread stores the current grace-period number into its
+ * rcu_ctr on entry and 0 on exit. tally__rcu_synchronize() bumps the number
+ * and waits until every thread's rcu_ctr is 0 or the new number.
+ *
+ * The read side must order its rcu_ctr store before its loads of the map,
+ * against the writer's unlink before its loads of rcu_ctr (a store-load
+ * pattern, which needs a full fence on both sides). Where the kernel offers
+ * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), the reader's fence becomes
+ * a compiler barrier and the writer runs membarrier(), which executes a
+ * full fence on every CPU running a thread of this process: reads cost
+ * nothing and the (rare) writer pays a system call. Elsewhere, and in
+ * ThreadSanitizer builds, both sides use seq_cst fences.
+ *
+ * Progress: adds to a cell are wait-free; id reads are lock-free (they
+ * retry only when a thread exits during the read); read-side sections are
+ * wait-free; synchronize blocks until current readers leave.
+ */
+#ifndef TALLY_CELLS_H
+#define TALLY_CELLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "atomic.h"
+
+#define TALLY_CELLS_PER_BLOCK 1024u
+#define TALLY_CELL_SHIFT 10
+#define TALLY_MAX_BLOCKS 65536u
+/* Ids run from 0 to TALLY_ID_LIMIT - 1 (64 M live counters). */
+#define TALLY_ID_LIMIT (TALLY_CELLS_PER_BLOCK * TALLY_MAX_BLOCKS)
+
+typedef _Atomic(int64_t) tally__cell;
+
+struct tally__thread {
+    /* Read-side section state, on its own cache line: 0 outside a
+     * section, else the grace-period number read on entry. */
+    _Alignas(TALLY_CACHE_LINE) _Atomic(uint64_t) rcu_ctr;
+    unsigned rcu_depth;      /* owner only: nesting of sections */
+    _Atomic(int) in_use;     /* 1 while a live thread owns this record */
+    uint32_t blocks_hi;      /* owner (or holder of ids_lock at exit):
+                                1 + highest block index allocated */
+    struct tally__thread *next; /* registry link, immutable once published */
+    _Alignas(TALLY_CACHE_LINE) _Atomic(tally__cell *) dir[TALLY_MAX_BLOCKS];
+};
+
+/* This thread's record, or NULL before its first use of tally (or when it
+ * could not get one for lack of memory). */
+extern _Thread_local struct tally__thread *tally__self
+#if defined(__GNUC__) && !defined(TALLY_NO_TLS_INITIAL_EXEC)
+    __attribute__((tls_model("initial-exec")))
+#endif
+    ;
+
+/* Whether read-side sections need a CPU fence (no membarrier available). */
+extern bool tally__rcu_need_fence;
+
+/* The grace-period number; odd, starts at 1, bumped by 2. */
+extern _Atomic(uint64_t) tally__rcu_gp;
+
+/* Registers the calling thread if needed; NULL only when out of memory. */
+struct tally__thread *tally__thread_get_slow(void);
+
+static inline struct tally__thread *tally__thread_get(void)
+{
+    struct tally__thread *t = tally__self;
+    return tally_likely(t != NULL) ? t : tally__thread_get_slow();
+}
+
+/* The calling thread's cell for id, allocating its block if needed.
+ * NULL when out of memory (the caller then adds to adj with
+ * tally__id_add_shared). */
+tally__cell *tally__cell_slow(uint32_t id);
+
+static inline tally__cell *tally__cell_get(uint32_t id)
+{
+    struct tally__thread *t = tally__self;
+    if (tally_likely(t != NULL)) {
+        /* Relaxed: only this thread ever stores this slot. */
+        tally__cell *blk =
+            tally_atomic_load(&t->dir[id >> TALLY_CELL_SHIFT], relaxed);
+        if (tally_likely(blk != NULL))
+            return &blk[id & (TALLY_CELLS_PER_BLOCK - 1)];
+    }
+    return tally__cell_slow(id);
+}
+
+/* Adds delta to a cell the calling thread owns. Nobody else stores to the
+ * cell while its owner may add (see the invariants above), so a load and a
+ * store cannot lose an add. Relaxed: a cell publishes nothing; readers
+ * need only its latest value, which coherence gives them. */
+static inline void tally__cell_add(tally__cell *c, int64_t delta)
+{
+    tally_atomic_store(c, tally_wrap_add(tally_atomic_load(c, relaxed), delta),
+                       relaxed);
+}
+
+/* Adds delta to id's counter from the calling thread, never failing. */
+/* The shared slow path: one atomic add on adj(id). */
+void tally__id_add_shared(uint32_t id, int64_t delta);
+
+static inline void tally__id_add(uint32_t id, int64_t delta)
+{
+    tally__cell *c = tally__cell_get(id);
+    if (tally_likely(c != NULL))
+        tally__cell_add(c, delta);
+    else
+        tally__id_add_shared(id, delta);
+}
+
+/* Allocates an id whose value is 0. 0 or -ENOMEM. */
+int tally__id_alloc(uint32_t *id);
+/* Returns id's final value and gives the id back. The caller guarantees
+ * that no thread adds to id any more, and none will until it is handed
+ * out again. */
+int64_t tally__id_release(uint32_t id);
+/* The value of id (see "WHAT A READER SEES"). */
+int64_t tally__id_read(uint32_t id);
+/* Subtracts amount from id's value (a drain). Never fails. */
+void tally__id_sub(uint32_t id, int64_t amount);
+
+/* Read-side sections. enter returns false (and enters nothing) only when
+ * the thread has no record for lack of memory; the caller then uses its
+ * locked fallback. Sections nest. */
+static inline bool tally__rcu_enter(struct tally__thread *t)
+{
+    if (t->rcu_depth++ != 0)
+        return true;
+    /* Acquire pairs with the release store of a new grace-period number
+     * in tally__rcu_synchronize(): a reader that sees the new number also
+     * sees every unlink made before it, and is not waited for. */
+    uint64_t gp = tally_atomic_load(&tally__rcu_gp, acquire);
+    tally_atomic_store(&t->rcu_ctr, gp, relaxed);
+    /* The store above must be visible before the loads of the section.
+     * With membarrier, the writer's membarrier() supplies the fence on
+     * this CPU; a compiler barrier keeps the order in program text. */
+    if (tally__rcu_need_fence)
+        tally_atomic_fence(seq_cst); /* pairs with the fence in synchronize */
+    else
+        tally_compiler_barrier();
+    return true;
+}
+
+static inline void tally__rcu_exit(struct tally__thread *t)
+{
+    if (--t->rcu_depth != 0)
+        return;
+    /* Release: every load of the section happens before a waiting
+     * writer's acquire load of 0 in synchronize, so the writer frees
+     * nothing this section still reads. */
+    tally_atomic_store(&t->rcu_ctr, 0, release);
+}
+
+/* Waits until every read-side section that began before the call has
+ * ended. 0, or -EDEADLK when called from inside a section (it would wait
+ * for itself). Blocking. */
+int tally__rcu_synchronize(void);
+
+/* True when the calling thread is inside a read-side section. */
+static inline bool tally__rcu_inside(void)
+{
+    struct tally__thread *t = tally__self;
+    return t != NULL && t->rcu_depth != 0;
+}
+
+#endif /* TALLY_CELLS_H */
