@@ -20,6 +20,8 @@
     atomic_fetch_add_explicit((p), (v), memory_order_##mo)
 #define tally_atomic_fetch_sub(p, v, mo) \
     atomic_fetch_sub_explicit((p), (v), memory_order_##mo)
+#define tally_atomic_fetch_or(p, v, mo) \
+    atomic_fetch_or_explicit((p), (v), memory_order_##mo)
 #define tally_atomic_exchange(p, v, mo) \
     atomic_exchange_explicit((p), (v), memory_order_##mo)
 #define tally_atomic_cas(p, expected, desired, mo_ok, mo_fail) \
