@@ -90,7 +90,6 @@ struct tally__thread {
     /* Read-side section state, on its own cache line: 0 outside a
      * section, else the grace-period number read on entry. */
     _Alignas(TALLY_CACHE_LINE) _Atomic(uint64_t) rcu_ctr;
-    unsigned rcu_depth;      /* owner only: nesting of sections */
     _Atomic(int) in_use;     /* 1 while a live thread owns this record */
     uint32_t blocks_hi;      /* owner (or holder of ids_lock at exit):
                                 1 + highest block index allocated */
@@ -126,16 +125,22 @@ static inline struct tally__thread *tally__thread_get(void)
  * tally__id_add_shared). */
 tally__cell *tally__cell_slow(uint32_t id);
 
+static inline tally__cell *tally__cell_get_t(struct tally__thread *t,
+                                             uint32_t id)
+{
+    /* Relaxed: only this thread ever stores this slot. */
+    tally__cell *blk =
+        tally_atomic_load(&t->dir[id >> TALLY_CELL_SHIFT], relaxed);
+    if (tally_likely(blk != NULL))
+        return &blk[id & (TALLY_CELLS_PER_BLOCK - 1)];
+    return tally__cell_slow(id);
+}
+
 static inline tally__cell *tally__cell_get(uint32_t id)
 {
     struct tally__thread *t = tally__self;
-    if (tally_likely(t != NULL)) {
-        /* Relaxed: only this thread ever stores this slot. */
-        tally__cell *blk =
-            tally_atomic_load(&t->dir[id >> TALLY_CELL_SHIFT], relaxed);
-        if (tally_likely(blk != NULL))
-            return &blk[id & (TALLY_CELLS_PER_BLOCK - 1)];
-    }
+    if (tally_likely(t != NULL))
+        return tally__cell_get_t(t, id);
     return tally__cell_slow(id);
 }
 
@@ -149,9 +154,19 @@ static inline void tally__cell_add(tally__cell *c, int64_t delta)
                        relaxed);
 }
 
-/* Adds delta to id's counter from the calling thread, never failing. */
 /* The shared slow path: one atomic add on adj(id). */
 void tally__id_add_shared(uint32_t id, int64_t delta);
+
+/* Adds delta to id's counter from the calling thread, never failing. */
+static inline void tally__id_add_t(struct tally__thread *t, uint32_t id,
+                                   int64_t delta)
+{
+    tally__cell *c = tally__cell_get_t(t, id);
+    if (tally_likely(c != NULL))
+        tally__cell_add(c, delta);
+    else
+        tally__id_add_shared(id, delta);
+}
 
 static inline void tally__id_add(uint32_t id, int64_t delta)
 {
@@ -173,13 +188,14 @@ int64_t tally__id_read(uint32_t id);
 /* Subtracts amount from id's value (a drain). Never fails. */
 void tally__id_sub(uint32_t id, int64_t amount);
 
-/* Read-side sections. enter returns false (and enters nothing) only when
- * the thread has no record for lack of memory; the caller then uses its
- * locked fallback. Sections nest. */
+/* Read-side sections. They nest: enter returns true when it opened the
+ * outermost section, and exit must be given that result. rcu_ctr is
+ * non-zero exactly while its owner is inside a section, so the owner can
+ * tell by reading its own counter (relaxed: only it writes it). */
 static inline bool tally__rcu_enter(struct tally__thread *t)
 {
-    if (t->rcu_depth++ != 0)
-        return true;
+    if (tally_atomic_load(&t->rcu_ctr, relaxed) != 0)
+        return false;
     /* Acquire pairs with the release store of a new grace-period number
      * in tally__rcu_synchronize(): a reader that sees the new number also
      * sees every unlink made before it, and is not waited for. */
@@ -195,9 +211,9 @@ static inline bool tally__rcu_enter(struct tally__thread *t)
     return true;
 }
 
-static inline void tally__rcu_exit(struct tally__thread *t)
+static inline void tally__rcu_exit(struct tally__thread *t, bool outer)
 {
-    if (--t->rcu_depth != 0)
+    if (!outer)
         return;
     /* Release: every load of the section happens before a waiting
      * writer's acquire load of 0 in synchronize, so the writer frees
@@ -214,7 +230,7 @@ int tally__rcu_synchronize(void);
 static inline bool tally__rcu_inside(void)
 {
     struct tally__thread *t = tally__self;
-    return t != NULL && t->rcu_depth != 0;
+    return t != NULL && tally_atomic_load(&t->rcu_ctr, relaxed) != 0;
 }
 
 #endif /* TALLY_CELLS_H */

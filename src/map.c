@@ -134,10 +134,21 @@ static inline struct shard *shard_of(tally_map *m, uint64_t h)
     return &m->shard[h >> (64 - SHARD_BITS)];
 }
 
+/* Key comparison without a call for the short keys counters use: two
+ * (possibly overlapping) word compares cover 4..16 bytes. */
 static inline bool entry_is(const struct entry *e, const void *key,
                             size_t len)
 {
-    return e->len == len && memcmp(e->key, key, len) == 0;
+    const unsigned char *a = e->key, *b = key;
+    if (e->len != len)
+        return false;
+    if (len >= 8 && len <= 16)
+        return tally__read64(a) == tally__read64(b) &&
+               tally__read64(a + len - 8) == tally__read64(b + len - 8);
+    if (len >= 4 && len < 8)
+        return tally__read32(a) == tally__read32(b) &&
+               tally__read32(a + len - 4) == tally__read32(b + len - 4);
+    return memcmp(a, b, len) == 0;
 }
 
 /* Probes tb for key; returns the slot index (and the entry it held when
@@ -350,24 +361,39 @@ static int add_locked(tally_map *m, uint64_t h, const void *key, size_t len,
     return err;
 }
 
+/* Rejects bad input for the _n calls; kept out of line so that the
+ * fast paths stay small. */
+static __attribute__((noinline, cold)) int bad_key(const tally_map *m,
+                                                   const void *key,
+                                                   size_t len)
+{
+    return check_key(m, key, len);
+}
+
+static __attribute__((noinline)) int add_slow(tally_map *m, uint64_t h,
+                                              const void *key, size_t len,
+                                              int64_t delta)
+{
+    return add_locked(m, h, key, len, delta);
+}
+
 int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
 {
-    int err = check_key(m, key, len);
-    if (tally_unlikely(err != 0))
-        return err;
+    if (tally_unlikely(m == NULL || key == NULL || len > TALLY_KEY_MAX))
+        return bad_key(m, key, len);
     uint64_t h = tally__hash(key, len);
-    struct tally__thread *t = tally__thread_get();
+    struct tally__thread *t = tally__self;
     if (tally_likely(t != NULL)) {
-        tally__rcu_enter(t);
+        bool outer = tally__rcu_enter(t);
         struct entry *e = lookup(shard_of(m, h), h, key, len);
         if (tally_likely(e != NULL)) {
-            tally__id_add(e->id, delta);
-            tally__rcu_exit(t);
+            tally__id_add_t(t, e->id, delta);
+            tally__rcu_exit(t, outer);
             return 0;
         }
-        tally__rcu_exit(t);
+        tally__rcu_exit(t, outer);
     }
-    return add_locked(m, h, key, len, delta);
+    return add_slow(m, h, key, len, delta);
 }
 
 int tally_map_add(tally_map *m, const char *key, int64_t delta)
@@ -396,11 +422,11 @@ int tally_map_get_n(tally_map *m, const void *key, size_t len, int64_t *value)
     struct tally__thread *t = tally__thread_get();
     struct entry *e;
     if (tally_likely(t != NULL)) {
-        tally__rcu_enter(t);
+        bool outer = tally__rcu_enter(t);
         e = lookup(sh, h, key, len);
         if (e != NULL)
             *value = tally__id_read(e->id);
-        tally__rcu_exit(t);
+        tally__rcu_exit(t, outer);
     } else {
         pthread_mutex_lock(&sh->lock);
         e = lookup(sh, h, key, len);
@@ -550,7 +576,7 @@ static int visit(tally_map *m, tally_visit_fn fn, void *ctx, bool drain)
     if (drain)
         pthread_mutex_lock(&m->drain_lock);
     int rc = 0;
-    tally__rcu_enter(t);
+    bool outer = tally__rcu_enter(t);
     for (unsigned s = 0; s < NSHARDS && rc == 0; s++) {
         struct table *tb = tally_atomic_load(&m->shard[s].table, acquire);
         if (tb == NULL)
@@ -570,7 +596,7 @@ static int visit(tally_map *m, tally_visit_fn fn, void *ctx, bool drain)
             rc = fn(ctx, e->key, e->len, v);
         }
     }
-    tally__rcu_exit(t);
+    tally__rcu_exit(t, outer);
     if (drain)
         pthread_mutex_unlock(&m->drain_lock);
     return rc;
