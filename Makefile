@@ -1,0 +1,83 @@
+# tally - the front door. All real work is done by CMake; this file only
+# names the build dirs and the steps.
+#
+#   make              configure and build build/ (RelWithDebInfo)
+#   make demo         run the article's program: build/tools/tally demo
+#   make test         build and test build/, build-tsan/ and build-asan/
+#   make install      install build/ into $(PREFIX) (default /usr/local)
+#   make clean        remove the build dirs
+#
+# CC=clang (and CXX=clang++) are passed to CMake for build/ and build-asan/;
+# build-tsan/ always uses gcc (TSAN_CC, TSAN_CXX). WERROR=OFF turns off
+# -Werror, which is on here (as in CI) and off for plain CMake users.
+
+CMAKE   ?= cmake
+CTEST   ?= ctest
+JOBS    ?= 2
+PREFIX  ?= /usr/local
+WERROR  ?= ON
+TSAN_CC  ?= gcc
+TSAN_CXX ?= g++
+
+BUILD      := build
+BUILD_TSAN := build-tsan
+BUILD_ASAN := build-asan
+
+# Pass the compiler only when the user chose one (not make's default 'cc').
+ifneq ($(filter environment command line,$(origin CC)),)
+COMPILERS += -DCMAKE_C_COMPILER=$(CC)
+endif
+ifneq ($(filter environment command line,$(origin CXX)),)
+COMPILERS += -DCMAKE_CXX_COMPILER=$(CXX)
+endif
+
+CONFIGURE := $(CMAKE) --log-level=WARNING -DTALLY_WERROR=$(WERROR)
+SAN_FLAGS := -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-g -O1" \
+             -DCMAKE_CXX_FLAGS_DEBUG="-g -O1"
+CTEST_RUN := $(CTEST) --output-on-failure -j$(JOBS)
+# The install test needs an uninstrumented build; benchmarks measure
+# nothing useful under a sanitizer.
+SAN_SKIP  := -LE 'install|bench'
+
+export TSAN_OPTIONS  := halt_on_error=1 second_deadlock_stack=1
+export ASAN_OPTIONS  := detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
+
+MAKEFLAGS += --no-print-directory
+
+.PHONY: all build demo test test-build test-tsan test-asan install clean
+
+all: build
+
+build:
+	$(CONFIGURE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(COMPILERS)
+	$(CMAKE) --build $(BUILD) -j$(JOBS)
+
+demo: build
+	./$(BUILD)/tools/tally demo
+
+test: test-build test-tsan test-asan
+
+test-build: build
+	cd $(BUILD) && $(CTEST_RUN)
+
+test-tsan:
+	$(CONFIGURE) -S . -B $(BUILD_TSAN) -DTALLY_SANITIZE=thread $(SAN_FLAGS) \
+	    -DCMAKE_C_COMPILER=$(TSAN_CC) -DCMAKE_CXX_COMPILER=$(TSAN_CXX)
+	$(CMAKE) --build $(BUILD_TSAN) -j$(JOBS)
+	cd $(BUILD_TSAN) && $(CTEST_RUN) $(SAN_SKIP)
+
+test-asan:
+	$(CONFIGURE) -S . -B $(BUILD_ASAN) -DTALLY_SANITIZE=address $(SAN_FLAGS) \
+	    $(COMPILERS)
+	$(CMAKE) --build $(BUILD_ASAN) -j$(JOBS)
+	cd $(BUILD_ASAN) && $(CTEST_RUN) $(SAN_SKIP)
+
+# Later targets go here: 'bench' (the benchmarks), 'stress' (the stress
+# tests at a larger TALLY_STRESS_SCALE), 'fuzz'.
+
+install: build
+	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_TSAN) $(BUILD_ASAN)
