@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# setup-deps.sh - install what 'make test' needs beyond gcc, g++, make and
+# cmake, on Debian/Ubuntu (apt-get). Idempotent: installs only what is
+# missing and does nothing when everything is there.
+#
+# To add a dependency, add one line to DEPS: "COMMAND PACKAGE", where
+# COMMAND is the program whose absence means PACKAGE must be installed.
+set -euo pipefail
+
+DEPS=(
+    "pkg-config pkg-config"   # the install test builds through tally.pc
+    "readelf binutils"        # the install test checks what links to what
+)
+
+need=()
+for dep in "${DEPS[@]}"; do
+    read -r cmd pkg <<<"$dep"
+    command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup-deps: no apt-get here; please install: ${need[*]}" >&2
+    exit 1
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    sudo=(sudo)
+fi
+
+echo "setup-deps: installing ${need[*]}"
+"${sudo[@]}" apt-get update
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y \
+    --no-install-recommends "${need[@]}"
