@@ -40,10 +40,12 @@ static _Atomic(struct tally__thread *) registry;
  * of a block is handed out and published with release; never freed. */
 static _Atomic(tally__cell *) adj_dir[TALLY_MAX_BLOCKS];
 
-/* Id allocator, under ids_lock: a stack of released ids, then a bump
- * counter. */
-static uint32_t *free_ids;
-static uint32_t free_count, free_cap;
+/* Id allocator, under ids_lock: a list of released ids, then a bump
+ * counter. The list is threaded through the released ids' own adj
+ * cells (holding the next free id + 1, 0 ending the list): nobody reads
+ * the adj of an id that is not handed out, and this way a free id costs
+ * no memory and a release never allocates. */
+static uint32_t free_head; /* first free id + 1; 0: none */
 static uint32_t next_id;
 
 /* Fold sequence lock: odd while an exiting thread moves its cells into
@@ -219,33 +221,18 @@ int tally__id_alloc(uint32_t *out)
     int err = 0;
     uint32_t id = 0;
     pthread_mutex_lock(&ids_lock);
-    if (free_count > 0) {
-        id = free_ids[--free_count];
-        goto out;
-    }
-    if (next_id >= TALLY_ID_LIMIT) {
+    if (free_head != 0) {
+        id = free_head - 1;
+        tally__cell *link = adj_cell(id);
+        free_head = (uint32_t)tally_atomic_load(link, relaxed);
+        tally_atomic_store(link, 0, relaxed);
+    } else if (next_id >= TALLY_ID_LIMIT) {
         err = -ENOMEM;
-        goto out;
+    } else {
+        err = ensure_adj_block(next_id >> TALLY_CELL_SHIFT);
+        if (err == 0)
+            id = next_id++;
     }
-    /* The free stack always has room for every id ever handed out, so
-     * that tally__id_release never allocates (and so never fails). */
-    if (free_cap < next_id + 1) {
-        uint32_t cap = free_cap ? free_cap * 2 : 1024;
-        uint32_t *s = tally__malloc(cap * sizeof(*s));
-        if (s == NULL) {
-            err = -ENOMEM;
-            goto out;
-        }
-        if (free_count)
-            memcpy(s, free_ids, free_count * sizeof(*s));
-        tally__free(free_ids);
-        free_ids = s;
-        free_cap = cap;
-    }
-    err = ensure_adj_block(next_id >> TALLY_CELL_SHIFT);
-    if (err == 0)
-        id = next_id++;
-out:
     pthread_mutex_unlock(&ids_lock);
     if (err == 0)
         *out = id;
@@ -259,18 +246,19 @@ int64_t tally__id_release(uint32_t id)
     /* Under ids_lock no fold runs, so a plain sum is exact: by the
      * caller's guarantee no add to id is running either. */
     int64_t v = id_sum(id);
-    /* Zero every cell and adj, so the next owner of id starts at 0. The
-     * cells' owners are not writing them (the caller's guarantee); the
-     * next owner receives the id through ids_lock, which orders these
+    /* Zero every cell, so the next owner of id starts at 0, and push id
+     * on the free list through its adj (zeroed again when handed out).
+     * The cells' owners are not writing them (the caller's guarantee);
+     * the next owner receives the id through ids_lock, which orders these
      * stores before its first add. */
-    tally_atomic_store(adj_cell(id), 0, relaxed);
+    tally_atomic_store(adj_cell(id), (int64_t)free_head, relaxed);
+    free_head = id + 1;
     for (struct tally__thread *t = tally_atomic_load(&registry, acquire);
          t != NULL; t = t->next) {
         tally__cell *blk = tally_atomic_load(&t->dir[b], acquire);
         if (blk != NULL)
             tally_atomic_store(&blk[i], 0, relaxed);
     }
-    free_ids[free_count++] = id; /* room was reserved by tally__id_alloc */
     pthread_mutex_unlock(&ids_lock);
     return v;
 }

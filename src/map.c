@@ -300,6 +300,22 @@ static void free_tables(struct table *tb)
     }
 }
 
+/* Frees the tables a resize replaced, once no reader can be in them.
+ * Called without locks after an insert that resized. From inside a
+ * read-side section (an insert from a visit callback) it cannot wait, and
+ * leaves them for the next remove or resize. */
+static void reclaim_tables(struct shard *sh)
+{
+    if (tally__rcu_inside())
+        return;
+    pthread_mutex_lock(&sh->lock);
+    struct table *retired = sh->retired;
+    sh->retired = NULL;
+    pthread_mutex_unlock(&sh->lock);
+    if (retired != NULL && tally__rcu_synchronize() == 0)
+        free_tables(retired);
+}
+
 /* ---- new / free ----------------------------------------------------- */
 
 int tally_map_new(tally_map **out)
@@ -357,7 +373,10 @@ static int add_locked(tally_map *m, uint64_t h, const void *key, size_t len,
      * grace period and ids_lock order our add before its final read. */
     if (e != NULL)
         tally__id_add(e->id, delta);
+    bool resized = sh->retired != NULL;
     pthread_mutex_unlock(&sh->lock);
+    if (resized)
+        reclaim_tables(sh);
     return err;
 }
 
@@ -631,7 +650,10 @@ int tally_map_handle_n(tally_map *m, const void *key, size_t len,
     struct entry *e = find_or_create_locked(sh, h, key, len, &err);
     if (e != NULL)
         tally_atomic_fetch_add(&e->refs, 1, relaxed);
+    bool resized = sh->retired != NULL;
     pthread_mutex_unlock(&sh->lock);
+    if (resized)
+        reclaim_tables(sh);
     if (e == NULL) {
         tally__free(hd);
         return err;
