@@ -292,6 +292,7 @@ static void thread_exit(void *arg)
      * tally__id_read. */
     tally_atomic_store(&fold_seq, s + 2, release);
     tally_atomic_store(&t->rcu_ctr, 0, relaxed);
+    t->last_map = 0;
     tally_atomic_store(&t->in_use, 0, relaxed);
     pthread_mutex_unlock(&ids_lock);
     tally__self = NULL;

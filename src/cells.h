@@ -87,15 +87,26 @@
 typedef _Atomic(int64_t) tally__cell;
 
 struct tally__thread {
-    /* Read-side section state, on its own cache line: 0 outside a
-     * section, else the grace-period number read on entry. */
+    /* The line the owner writes on every map operation. */
+    /* Read-side section state: 0 outside a section, else the grace-period
+     * number read on entry. Written by the owner, read by synchronize. */
     _Alignas(TALLY_CACHE_LINE) _Atomic(uint64_t) rcu_ctr;
-    _Atomic(int) in_use;     /* 1 while a live thread owns this record */
+    /* The owner's last map key (map.c): owner only. */
+    uint64_t last_map;       /* the map's serial number, 0: none */
+    uint64_t last_gen;       /* the map's remove generation then */
+    void *last_entry;
+
+    /* Read by other threads walking the registry. */
+    _Alignas(TALLY_CACHE_LINE) _Atomic(int) in_use; /* 1 while owned */
     uint32_t blocks_hi;      /* owner (or holder of ids_lock at exit):
                                 1 + highest block index allocated */
     struct tally__thread *next; /* registry link, immutable once published */
     _Alignas(TALLY_CACHE_LINE) _Atomic(tally__cell *) dir[TALLY_MAX_BLOCKS];
 };
+
+_Static_assert(sizeof(((struct tally__thread *)0)->dir) ==
+                   TALLY_MAX_BLOCKS * sizeof(void *),
+               "directory layout");
 
 /* This thread's record, or NULL before its first use of tally (or when it
  * could not get one for lack of memory). */

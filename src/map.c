@@ -105,8 +105,14 @@ struct shard {
 
 struct tally_map {
     struct shard shard[NSHARDS];
+    /* Bumped by every remove before it unlinks: a thread's remembered
+     * last entry is valid while the generation it saw is current. */
+    _Alignas(TALLY_CACHE_LINE) _Atomic(uint64_t) gen;
+    uint64_t serial; /* unique per map for the process's life; never 0 */
     pthread_mutex_t drain_lock; /* serialises drains and removes' reads */
 };
+
+static _Atomic(uint64_t) map_serials;
 
 struct tally_handle {
     tally_map *map;
@@ -328,6 +334,7 @@ int tally_map_new(tally_map **out)
     for (unsigned i = 0; i < NSHARDS; i++)
         pthread_mutex_init(&m->shard[i].lock, NULL);
     pthread_mutex_init(&m->drain_lock, NULL);
+    m->serial = tally_atomic_fetch_add(&map_serials, 1, relaxed) + 1;
     *out = m;
     return 0;
 }
@@ -396,21 +403,49 @@ static __attribute__((noinline)) int add_slow(tally_map *m, uint64_t h,
     return add_locked(m, h, key, len, delta);
 }
 
+/*
+ * The fast path. Each thread remembers the last entry it added to (in its
+ * record, with the map's serial and remove generation at the time), so a
+ * thread that counts one key over and over skips hashing and probing: it
+ * still compares the key it is given with the remembered one.
+ *
+ * Why a remembered entry cannot have been freed: the generation is loaded
+ * inside the read-side section, before the lookup that found the entry. A
+ * remove bumps the generation before it unlinks, then waits a grace
+ * period before freeing. If our section began before that grace period
+ * ended, the remove waits for us; if it began after, the grace period's
+ * fence makes the bump visible to our load, and we do not use the entry.
+ */
 int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
 {
     if (tally_unlikely(m == NULL || key == NULL || len > TALLY_KEY_MAX))
         return bad_key(m, key, len);
-    uint64_t h = tally__hash(key, len);
     struct tally__thread *t = tally__self;
+    uint64_t h = 0;
     if (tally_likely(t != NULL)) {
         bool outer = tally__rcu_enter(t);
-        struct entry *e = lookup(shard_of(m, h), h, key, len);
-        if (tally_likely(e != NULL)) {
+        /* Relaxed: ordered by the section, see above. */
+        uint64_t gen = tally_atomic_load(&m->gen, relaxed);
+        struct entry *e = t->last_entry;
+        if (tally_likely(t->last_map == m->serial && t->last_gen == gen &&
+                         entry_is(e, key, len))) {
             tally__id_add_t(t, e->id, delta);
             tally__rcu_exit(t, outer);
             return 0;
         }
+        h = tally__hash(key, len);
+        e = lookup(shard_of(m, h), h, key, len);
+        if (tally_likely(e != NULL)) {
+            tally__id_add_t(t, e->id, delta);
+            t->last_map = m->serial;
+            t->last_gen = gen;
+            t->last_entry = e;
+            tally__rcu_exit(t, outer);
+            return 0;
+        }
         tally__rcu_exit(t, outer);
+    } else {
+        h = tally__hash(key, len);
     }
     return add_slow(m, h, key, len, delta);
 }
@@ -535,6 +570,9 @@ int tally_map_remove_n(tally_map *m, const void *key, size_t len,
         pthread_mutex_unlock(&sh->lock);
         return -ENOENT;
     }
+    /* Invalidates threads' remembered entries (see tally_map_add_n);
+     * relaxed: the grace period below orders it, like the unlink. */
+    tally_atomic_fetch_add(&m->gen, 1, relaxed);
     /* Relaxed: the grace period below orders the unlink (cells.h). */
     tally_atomic_store(&tb->slot[i], SLOT_TOMB, relaxed);
     tally_atomic_store(&sh->live, tally_atomic_load(&sh->live, relaxed) - 1,
