@@ -9,7 +9,7 @@ set -euo pipefail
 
 DEPS=(
     "pkg-config pkg-config"   # the install test builds through tally.pc
-    "readelf binutils"        # the install test checks what links to what
+    "readelf binutils"        # the install test: readelf and nm
 )
 
 need=()

@@ -42,7 +42,24 @@ libdir=$(dirname "$(dirname "$pc")")
 for f in libtally.a libtally.so libtally.so.0 libtally.so.0.1.0; do
     [ -e "$libdir/$f" ] || { echo "FAIL: $libdir/$f not installed" >&2; exit 1; }
 done
-"$prefix/bin/tally" --version | grep -qx 'tally 0.1.0'
+[ "$("$prefix/bin/tally" --version)" = "tally 0.1.0" ]
+
+step "libtally.so exports only the public tally_ API"
+# -fvisibility=hidden: internal (tally__*) and helper symbols stay inside.
+bad=$(nm -D --defined-only "$libdir/libtally.so" |
+      awk '$2 ~ /^[TDBVWR]$/ && $3 !~ /^tally_[a-z]/ || $3 ~ /^tally__/')
+if [ -n "$bad" ]; then
+    echo "FAIL: libtally.so exports non-API symbols:" >&2
+    echo "$bad" >&2
+    exit 1
+fi
+# ... and every function the header declares.
+exports=$(nm -D --defined-only "$libdir/libtally.so")
+for fn in $(grep -o 'TALLY_API[^(]*(' "$prefix/include/tally.h" |
+            grep -o 'tally_[a-z0-9_]*($' | tr -d '('); do
+    grep -q " T $fn\$" <<<"$exports" ||
+        { echo "FAIL: libtally.so does not export $fn" >&2; exit 1; }
+done
 
 export PKG_CONFIG_PATH=$libdir/pkgconfig
 step "pkg-config: $(pkg-config --modversion tally)"
