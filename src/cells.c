@@ -169,6 +169,15 @@ tally__cell *tally__cell_slow(uint32_t id)
     return &blk[id & (TALLY_CELLS_PER_BLOCK - 1)];
 }
 
+void tally__id_add_slow(uint32_t id, int64_t delta)
+{
+    tally__cell *c = tally__cell_slow(id);
+    if (c != NULL)
+        tally__cell_add(c, delta);
+    else
+        tally__id_add_shared(id, delta);
+}
+
 void tally__id_add_shared(uint32_t id, int64_t delta)
 {
     /* Relaxed: like a cell, adj publishes nothing; the RMW loses no add. */

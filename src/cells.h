@@ -131,29 +131,9 @@ static inline struct tally__thread *tally__thread_get(void)
     return tally_likely(t != NULL) ? t : tally__thread_get_slow();
 }
 
-/* The calling thread's cell for id, allocating its block if needed.
- * NULL when out of memory (the caller then adds to adj with
- * tally__id_add_shared). */
+/* The calling thread's cell for id, registering the thread and
+ * allocating its block if needed. NULL when out of memory. */
 tally__cell *tally__cell_slow(uint32_t id);
-
-static inline tally__cell *tally__cell_get_t(struct tally__thread *t,
-                                             uint32_t id)
-{
-    /* Relaxed: only this thread ever stores this slot. */
-    tally__cell *blk =
-        tally_atomic_load(&t->dir[id >> TALLY_CELL_SHIFT], relaxed);
-    if (tally_likely(blk != NULL))
-        return &blk[id & (TALLY_CELLS_PER_BLOCK - 1)];
-    return tally__cell_slow(id);
-}
-
-static inline tally__cell *tally__cell_get(uint32_t id)
-{
-    struct tally__thread *t = tally__self;
-    if (tally_likely(t != NULL))
-        return tally__cell_get_t(t, id);
-    return tally__cell_slow(id);
-}
 
 /* Adds delta to a cell the calling thread owns. Nobody else stores to the
  * cell while its owner may add (see the invariants above), so a load and a
@@ -168,24 +148,31 @@ static inline void tally__cell_add(tally__cell *c, int64_t delta)
 /* The shared slow path: one atomic add on adj(id). */
 void tally__id_add_shared(uint32_t id, int64_t delta);
 
+/* The slow half of an add: registers the thread or allocates its cell
+ * block, then adds; falls back to tally__id_add_shared when out of
+ * memory. Out of line so that the fast path needs no stack frame. */
+void tally__id_add_slow(uint32_t id, int64_t delta);
+
 /* Adds delta to id's counter from the calling thread, never failing. */
 static inline void tally__id_add_t(struct tally__thread *t, uint32_t id,
                                    int64_t delta)
 {
-    tally__cell *c = tally__cell_get_t(t, id);
-    if (tally_likely(c != NULL))
-        tally__cell_add(c, delta);
+    /* Relaxed: only this thread ever stores this slot. */
+    tally__cell *blk =
+        tally_atomic_load(&t->dir[id >> TALLY_CELL_SHIFT], relaxed);
+    if (tally_likely(blk != NULL))
+        tally__cell_add(&blk[id & (TALLY_CELLS_PER_BLOCK - 1)], delta);
     else
-        tally__id_add_shared(id, delta);
+        tally__id_add_slow(id, delta);
 }
 
 static inline void tally__id_add(uint32_t id, int64_t delta)
 {
-    tally__cell *c = tally__cell_get(id);
-    if (tally_likely(c != NULL))
-        tally__cell_add(c, delta);
+    struct tally__thread *t = tally__self;
+    if (tally_likely(t != NULL))
+        tally__id_add_t(t, id, delta);
     else
-        tally__id_add_shared(id, delta);
+        tally__id_add_slow(id, delta);
 }
 
 /* Allocates an id whose value is 0. 0 or -ENOMEM. */
