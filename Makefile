@@ -41,9 +41,8 @@ CTEST_RUN := $(CTEST) --output-on-failure -j$(JOBS)
 # nothing useful under a sanitizer.
 SAN_SKIP  := -LE 'install|bench'
 
-export TSAN_OPTIONS  := halt_on_error=1 second_deadlock_stack=1
-export ASAN_OPTIONS  := detect_leaks=1:abort_on_error=0:halt_on_error=1
-export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
+# The sanitizer runtime options (halt on the first report) are set on each
+# test by CMake (TALLY_TEST_ENV), so a bare ctest run gets them too.
 
 MAKEFLAGS += --no-print-directory
 
