@@ -27,7 +27,18 @@
 #define tally_atomic_cas(p, expected, desired, mo_ok, mo_fail) \
     atomic_compare_exchange_strong_explicit((p), (expected), (desired), \
         memory_order_##mo_ok, memory_order_##mo_fail)
+#if defined(TALLY_TSAN)
+/* ThreadSanitizer does not model fences. In its builds a fence becomes a
+ * seq_cst read-modify-write of one global atomic: on x86 the same full
+ * barrier, and to TSan a chain of release/acquire pairs it understands
+ * (stronger than the fence, so it can hide a race but never invent one). */
+extern _Atomic(int) tally__tsan_fence;
+#define tally_atomic_fence(mo) \
+    ((void)atomic_fetch_add_explicit(&tally__tsan_fence, 0, \
+                                     memory_order_seq_cst))
+#else
 #define tally_atomic_fence(mo) atomic_thread_fence(memory_order_##mo)
+#endif
 
 /* Stops the compiler, not the CPU, from moving memory accesses across it. */
 #define tally_compiler_barrier() atomic_signal_fence(memory_order_seq_cst)

@@ -25,6 +25,9 @@
 #include "alloc.h"
 
 _Thread_local struct tally__thread *tally__self;
+#if defined(TALLY_TSAN)
+_Atomic(int) tally__tsan_fence;
+#endif
 bool tally__rcu_need_fence = true;
 _Atomic(uint64_t) tally__rcu_gp = 1;
 
