@@ -1,0 +1,3 @@
+module tally/bench
+
+go 1.19

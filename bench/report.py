@@ -1,0 +1,437 @@
+#!/usr/bin/env python3
+"""report.py - turns the benchmark's raw.csv into results.csv, results.md
+and SVG charts (python3 standard library only; gnuplot for the charts).
+
+    report.py --dir OUT [--expect FILE] [--no-charts]
+
+OUT holds raw.csv (every rep, with a header line) and optionally
+machine.txt and skipped.txt (written by run.sh). Writes into OUT:
+
+    results.csv   one row per (impl, workload, threads): the median rep
+                  (by mops; the lower middle one for an even count), with
+                  reps = how many reps ran and check = ok only if all did
+    results.md    a table per workload (rows impl, columns threads, M ops/s),
+                  tally's ratio to the best peer per cell, and the brief's
+                  targets
+    <workload>.svg throughput vs threads (gnuplot), when gnuplot is there
+
+--expect FILE lists impl,workload,threads,rep lines that must be in raw.csv
+with check ok; exit status 1 if one is missing or not ok (also if any row
+of raw.csv is not ok).
+"""
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from collections import OrderedDict
+
+WORKLOADS = ["counter", "hot", "uniform1k", "zipf1m", "insert", "mixed",
+             "iterate", "memory"]
+TITLES = {
+    "counter": "one hot counter, +1 per op",
+    "hot": "map, one key \"somekey\", +1 by name per op",
+    "uniform1k": "map, 1024 keys, uniform random, +1 by name per op",
+    "zipf1m": "map, 2^20 keys, Zipf(0.99), +1 by name per op",
+    "insert": "map, every op adds a new key",
+    "mixed": "map, 1024 keys, 90% add / 10% get",
+    "iterate": "map, 1024 keys, uniform adds + 1 thread iterating all keys",
+    "memory": "map, 1M keys of 12 bytes inserted by one thread",
+}
+TALLY = ["tally_counter", "tally_adder", "tally_map", "tally_map_handle"]
+REFERENCES = ["percpu_cell", "thread_cell_store"]
+ORDER = TALLY + ["c_atomic", "c_mutex", "seed_mutex_map", "urcu_lfht",
+                 "go_atomic", "go_safecounter", "go_syncmap",
+                 "java_atomiclong", "java_longadder", "java_chm_longadder"] \
+    + REFERENCES
+SEED = "seed_mutex_map"
+# Fixed colours, so that an implementation looks the same in every chart.
+COLORS = {
+    "tally_counter": "#7b2cbf", "tally_adder": "#d62828",
+    "tally_map": "#d62828", "tally_map_handle": "#7b2cbf",
+    "c_atomic": "#1d70b8", "c_mutex": "#6c757d", "seed_mutex_map": "#6c757d",
+    "urcu_lfht": "#1d70b8", "go_atomic": "#00a6a6",
+    "go_safecounter": "#00a6a6", "go_syncmap": "#2a9d8f",
+    "java_atomiclong": "#e9a000", "java_longadder": "#f77f00",
+    "java_chm_longadder": "#f77f00", "percpu_cell": "#444444",
+    "thread_cell_store": "#000000",
+}
+
+
+def is_peer(impl):
+    return impl not in TALLY and impl not in REFERENCES
+
+
+def order_key(impl):
+    return (ORDER.index(impl) if impl in ORDER else len(ORDER), impl)
+
+
+def read_raw(path):
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f)]
+    for r in rows:
+        r["threads"] = int(r["threads"])
+        r["mops"] = float(r["mops"])
+    return rows
+
+
+def medians(rows):
+    groups = OrderedDict()
+    for r in rows:
+        groups.setdefault((r["impl"], r["workload"], r["threads"]), []).append(r)
+    out = []
+    for (impl, wl, t), rs in groups.items():
+        srt = sorted(rs, key=lambda r: r["mops"])
+        med = dict(srt[(len(srt) - 1) // 2])
+        med["reps"] = len(rs)
+        med["check"] = "ok" if all(r["check"] == "ok" for r in rs) else "FAIL"
+        out.append(med)
+    return out
+
+
+def extra_value(extra, name):
+    for part in (extra or "").split(";"):
+        if part.startswith(name + "="):
+            try:
+                return float(part.split("=", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
+def fmt(v):
+    if v is None:
+        return "—"
+    if v >= 100:
+        return "%.0f" % v
+    if v >= 10:
+        return "%.1f" % v
+    return "%.2f" % v
+
+
+def write_results_csv(path, meds):
+    cols = ["impl", "workload", "threads", "reps", "seconds", "ops", "mops",
+            "check", "extra"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(cols)
+        for m in meds:
+            w.writerow([m["impl"], m["workload"], m["threads"], m["reps"],
+                        m["seconds"], m["ops"], "%.3f" % m["mops"],
+                        m["check"], m["extra"]])
+
+
+def table(meds, wl):
+    """{impl: {threads: median row}} for one workload, and the thread list."""
+    cells = {}
+    threads = set()
+    for m in meds:
+        if m["workload"] == wl:
+            cells.setdefault(m["impl"], {})[m["threads"]] = m
+            threads.add(m["threads"])
+    return cells, sorted(threads)
+
+
+def best_peer(cells, t):
+    best = None
+    for impl, by_t in cells.items():
+        if is_peer(impl) and t in by_t:
+            if best is None or by_t[t]["mops"] > best[1]:
+                best = (impl, by_t[t]["mops"])
+    return best
+
+
+def value_at(meds, impl, wl, t):
+    for m in meds:
+        if m["impl"] == impl and m["workload"] == wl and m["threads"] == t:
+            return m
+    return None
+
+
+def markdown(meds, out_dir, charts, nproc):
+    lines = []
+    add = lines.append
+    add("# tally benchmark results")
+    add("")
+    machine = os.path.join(out_dir, "machine.txt")
+    if os.path.exists(machine):
+        add("Machine and settings (`machine.txt`):")
+        add("")
+        add("```")
+        with open(machine) as f:
+            lines.extend(l.rstrip("\n") for l in f)
+        add("```")
+        add("")
+    add("Throughput in millions of operations per second, all threads "
+        "together; the median of the reps (`raw.csv` has every rep). Every "
+        "cell's final counts were checked exactly (`check` in "
+        "`results.csv`). Protocol: `bench/README.md`. "
+        "*Peers* are the alternatives a user would pick; `percpu_cell` and "
+        "`thread_cell_store` are references (per-thread cells that bound "
+        "the hardware), not peers.")
+    add("")
+    skipped = os.path.join(out_dir, "skipped.txt")
+    if os.path.exists(skipped) and os.path.getsize(skipped) > 0:
+        add("Skipped in this run:")
+        add("")
+        with open(skipped) as f:
+            for l in f:
+                add("- " + l.strip())
+        add("")
+    fails = [m for m in meds if m["check"] != "ok"]
+    if fails:
+        add("**Check failures** (wrong final counts):")
+        add("")
+        for m in fails:
+            add("- %s %s %d threads" % (m["impl"], m["workload"], m["threads"]))
+        add("")
+
+    add("## Targets (`docs/brief.md`)")
+    add("")
+    add(targets(meds, nproc))
+    add("")
+
+    for wl in WORKLOADS:
+        cells, threads = table(meds, wl)
+        if not cells:
+            continue
+        add("## %s: %s" % (wl, TITLES.get(wl, "")))
+        add("")
+        if wl == "memory":
+            add("| impl | bytes per key | insert M keys/s |")
+            add("| --- | ---: | ---: |")
+            for impl in sorted(cells, key=order_key):
+                for t, m in sorted(cells[impl].items()):
+                    add("| %s | %s | %s |" % (
+                        impl, fmt(extra_value(m["extra"], "bytes_per_key")),
+                        fmt(m["mops"])))
+            add("")
+            add("Bytes per key: growth of the resident set (C, Go: RSS from "
+                "/proc/self/statm; Java: heap used after System.gc()) while "
+                "one thread inserts the keys, minus the keys' own 12 bytes, "
+                "divided by the number of keys.")
+            add("")
+            continue
+        head = "| impl | " + " | ".join("%d thr" % t for t in threads) + " |"
+        add(head)
+        add("| --- |" + " ---: |" * len(threads))
+        for impl in sorted(cells, key=order_key):
+            row = [fmt(cells[impl][t]["mops"]) if t in cells[impl] else "—"
+                   for t in threads]
+            if any(cells[impl][t]["check"] != "ok" for t in cells[impl]):
+                impl += " **(check FAIL)**"
+            add("| %s | %s |" % (impl, " | ".join(row)))
+        for impl in [i for i in TALLY if i in cells]:
+            row = []
+            for t in threads:
+                bp = best_peer(cells, t)
+                if bp is None or t not in cells[impl] or bp[1] <= 0:
+                    row.append("—")
+                else:
+                    row.append("%.2fx %s" % (cells[impl][t]["mops"] / bp[1],
+                                             bp[0]))
+            add("| *%s / best peer* | %s |" % (impl, " | ".join(row)))
+            if SEED in cells and impl.startswith("tally_map"):
+                row = []
+                for t in threads:
+                    s = cells[SEED].get(t)
+                    if s and t in cells[impl] and s["mops"] > 0:
+                        row.append("%.1fx" % (cells[impl][t]["mops"] / s["mops"]))
+                    else:
+                        row.append("—")
+                add("| *%s / %s* | %s |" % (impl, SEED, " | ".join(row)))
+        add("")
+        if wl == "iterate":
+            add("Full passes over all keys per second by the iterating "
+                "thread (`extra`), while the adders run:")
+            add("")
+            add(head)
+            add("| --- |" + " ---: |" * len(threads))
+            for impl in sorted(cells, key=order_key):
+                row = [fmt(extra_value(cells[impl][t]["extra"], "iter_per_s"))
+                       if t in cells[impl] else "—" for t in threads]
+                add("| %s | %s |" % (impl, " | ".join(row)))
+            add("")
+        if charts.get(wl):
+            add("![%s](%s)" % (wl, charts[wl]))
+            add("")
+    return "\n".join(lines) + "\n"
+
+
+def targets(meds, nproc):
+    t = nproc
+    rows = []
+
+    def mops(impl, wl, threads=t):
+        m = value_at(meds, impl, wl, threads)
+        return m["mops"] if m else None
+
+    def best(wl, threads=t):
+        cells, _ = table(meds, wl)
+        return best_peer(cells, threads)
+
+    def verdict(ok):
+        return "—" if ok is None else ("met" if ok else "**not met**")
+
+    def ratio_row(what, num, den, den_name, goal):
+        if num is None or not den:
+            rows.append((what, "—", "≥ %gx" % goal, "—"))
+            return
+        r = num / den
+        rows.append((what, "%.2fx %s (%s vs %s M/s)" % (r, den_name, fmt(num),
+                                                       fmt(den)),
+                     "≥ %gx" % goal, verdict(r >= goal)))
+
+    a = mops("tally_adder", "counter")
+    ratio_row("tally_adder, counter, %d thr vs java_longadder" % t, a,
+              mops("java_longadder", "counter"), "java_longadder", 6)
+    rows.append(("tally_adder, counter, %d thr" % t,
+                 "%s M/s" % fmt(a) if a else "—", "≥ 1500 M/s",
+                 verdict(None if a is None else a >= 1500)))
+    if nproc >= 16:
+        ratio_row("tally_adder, counter, %d thr vs java_longadder" % t, a,
+                  mops("java_longadder", "counter"), "java_longadder", 3)
+        lim = mops("thread_cell_store", "counter")
+        ratio_row("tally_adder vs thread_cell_store / 2", a,
+                  lim / 2 if lim else None, "thread_cell_store/2", 1)
+    ratio_row("tally_map, hot, %d thr vs java_chm_longadder" % t,
+              mops("tally_map", "hot"), mops("java_chm_longadder", "hot"),
+              "java_chm_longadder", 2)
+    bp = best("uniform1k")
+    ratio_row("tally_map, uniform1k, %d thr vs best peer" % t,
+              mops("tally_map", "uniform1k"), bp[1] if bp else None,
+              bp[0] if bp else "", 5)
+    ratio_row("tally_map, uniform1k, %d thr vs seed_mutex_map" % t,
+              mops("tally_map", "uniform1k"), mops(SEED, "uniform1k"), SEED,
+              20)
+    ratio_row("tally_map_handle, uniform1k, %d thr vs tally_adder" % t,
+              mops("tally_map_handle", "uniform1k"), a, "tally_adder", 0.9)
+    bp = best("zipf1m")
+    ratio_row("tally_map, zipf1m, %d thr vs best peer" % t,
+              mops("tally_map", "zipf1m"), bp[1] if bp else None,
+              bp[0] if bp else "", 2)
+    m = value_at(meds, "tally_map", "memory", 1)
+    b = extra_value(m["extra"], "bytes_per_key") if m else None
+    rows.append(("tally_map, memory, 1M keys", "%s bytes/key" % fmt(b)
+                 if b is not None else "—", "≤ 64 bytes/key",
+                 verdict(None if b is None else b <= 64)))
+    out = ["| target | measured | goal | verdict |",
+           "| --- | --- | --- | --- |"]
+    out += ["| %s | %s | %s | %s |" % r for r in rows]
+    out.append("")
+    out.append("\"At tally_adder speed\" (handles) is read as ≥ 0.9x the "
+               "tally_adder counter at the same thread count.")
+    return "\n".join(out)
+
+
+def charts(meds, out_dir):
+    """One SVG per timed workload; returns {workload: file name}."""
+    gp = shutil.which("gnuplot")
+    if gp is None:
+        print("report: gnuplot not found, no charts "
+              "(apt-get install gnuplot-nox, or scripts/bench-deps.sh)",
+              file=sys.stderr)
+        return {}
+    made = {}
+    for wl in WORKLOADS:
+        if wl == "memory":
+            continue
+        cells, threads = table(meds, wl)
+        if not cells or not threads:
+            continue
+        impls = sorted(cells, key=order_key)
+        svg = "%s.svg" % wl
+        script = [
+            "set terminal svg size 900,560 dynamic enhanced font 'sans,12' "
+            "background rgb 'white'",
+            "set output '%s'" % os.path.join(out_dir, svg).replace("'", "''"),
+            "set title '%s: %s' noenhanced" % (wl, TITLES[wl].replace("'", "")),
+            "set xlabel 'threads'",
+            "set ylabel 'M ops/s (log scale)'",
+            "set logscale y",
+            "set logscale x 2",
+            "set xtics (%s)" % ", ".join("'%d' %d" % (t, t) for t in threads),
+            "set xrange [%g:%g]" % (threads[0] / 1.3, threads[-1] * 1.3),
+            "set grid",
+            "set key outside right top noenhanced",
+        ]
+        plots = []
+        data = []
+        for impl in impls:
+            pts = sorted((t, m["mops"]) for t, m in cells[impl].items()
+                         if m["mops"] > 0)
+            if not pts:
+                continue
+            style = "lw 3" if impl in TALLY else \
+                ("dt 2 lw 1" if impl in REFERENCES else "lw 1.5")
+            color = COLORS.get(impl)
+            if color:
+                style += " lc rgb '%s'" % color
+            plots.append("'-' using 1:2 with linespoints %s title '%s'"
+                         % (style, impl))
+            data.append("\n".join("%d %g" % p for p in pts) + "\ne")
+        script.append("plot " + ", \\\n     ".join(plots))
+        script.extend(data)
+        res = subprocess.run([gp], input="\n".join(script) + "\n", text=True,
+                             capture_output=True)
+        if res.returncode != 0:
+            print("report: gnuplot failed for %s: %s" % (wl, res.stderr),
+                  file=sys.stderr)
+            continue
+        made[wl] = svg
+    return made
+
+
+def check_expected(rows, expect_file):
+    seen = {}
+    for r in rows:
+        seen[(r["impl"], r["workload"], str(r["threads"]), r["rep"])] = r
+    problems = []
+    with open(expect_file) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            key = tuple(line.split(","))
+            r = seen.get(key)
+            if r is None:
+                problems.append("missing: " + line)
+            elif r["check"] != "ok":
+                problems.append("not ok: " + line)
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--expect")
+    ap.add_argument("--no-charts", action="store_true")
+    ap.add_argument("--nproc", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+
+    rows = read_raw(os.path.join(args.dir, "raw.csv"))
+    meds = medians(rows)
+    write_results_csv(os.path.join(args.dir, "results.csv"), meds)
+    made = {} if args.no_charts else charts(meds, args.dir)
+    with open(os.path.join(args.dir, "results.md"), "w") as f:
+        f.write(markdown(meds, args.dir, made, args.nproc))
+
+    status = 0
+    bad = [r for r in rows if r["check"] != "ok"]
+    for r in bad:
+        print("report: check %s: %s %s %s threads rep %s" % (
+            r["check"], r["impl"], r["workload"], r["threads"], r["rep"]),
+            file=sys.stderr)
+        status = 1
+    if args.expect:
+        problems = check_expected(rows, args.expect)
+        for p in problems:
+            print("report: " + p, file=sys.stderr)
+        if problems:
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
