@@ -38,6 +38,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "bench.h"
 #include "tally.h"
@@ -92,9 +95,15 @@ static void sleep_s(double s)
         ;
 }
 
-/* Resident set size in bytes, from /proc/self/statm; 0 if unreadable. */
+/* Resident set size in bytes, from /proc/self/statm; 0 if unreadable.
+ * Free heap memory goes back to the system first (as the Go side does
+ * with debug.FreeOSMemory), so that blocks a structure has freed, e.g.
+ * the tables it outgrew, do not count as its footprint. */
 static size_t rss_bytes(void)
 {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
     FILE *f = fopen("/proc/self/statm", "r");
     unsigned long size = 0, resident = 0;
     if (f == NULL)
@@ -541,7 +550,7 @@ int tally_bench_main(int argc, char **argv)
     double seconds = 1.0;
     int keys_given = 0;
 
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -591,7 +600,6 @@ int tally_bench_main(int argc, char **argv)
             fprintf(stderr, "tally-bench: bad value for %s: %s\n", a, v);
             return 2;
         }
-        i++;
     }
 
     if (gen_file != NULL) {

@@ -7,6 +7,10 @@ set -u
 driver=${1:?usage: quick-check.sh path/to/tally-bench}
 secs=${SECONDS_PER_CELL:-0.05}
 status=0
+if [ ! -x "$driver" ]; then
+    echo "quick-check: $driver is not an executable" >&2
+    exit 1
+fi
 
 cell() { # impl workload threads [keys]
     keys=""
