@@ -9,7 +9,8 @@ machine.txt and skipped.txt (written by run.sh). Writes into OUT:
 
     results.csv   one row per (impl, workload, threads): the median rep
                   (by mops; the lower middle one for an even count), with
-                  reps = how many reps ran and check = ok only if all did
+                  reps = how many reps ran, check = ok only if all did, and
+                  the reps' mops_min and mops_max
     results.md    a table per workload (rows impl, columns threads, M ops/s),
                   tally's ratio to the best peer per cell, and the brief's
                   targets
@@ -85,6 +86,8 @@ def medians(rows):
         srt = sorted(rs, key=lambda r: r["mops"])
         med = dict(srt[(len(srt) - 1) // 2])
         med["reps"] = len(rs)
+        med["mops_min"] = srt[0]["mops"]
+        med["mops_max"] = srt[-1]["mops"]
         med["check"] = "ok" if all(r["check"] == "ok" for r in rs) else "FAIL"
         out.append(med)
     return out
@@ -112,14 +115,15 @@ def fmt(v):
 
 def write_results_csv(path, meds):
     cols = ["impl", "workload", "threads", "reps", "seconds", "ops", "mops",
-            "check", "extra"]
+            "check", "extra", "mops_min", "mops_max"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(cols)
         for m in meds:
             w.writerow([m["impl"], m["workload"], m["threads"], m["reps"],
                         m["seconds"], m["ops"], "%.3f" % m["mops"],
-                        m["check"], m["extra"]])
+                        m["check"], m["extra"], "%.3f" % m["mops_min"],
+                        "%.3f" % m["mops_max"]])
 
 
 def table(meds, wl):
@@ -185,6 +189,17 @@ def markdown(meds, out_dir, charts, nproc):
         add("")
         for m in fails:
             add("- %s %s %d threads" % (m["impl"], m["workload"], m["threads"]))
+        add("")
+
+    spread = sorted(((m["mops_max"] - m["mops_min"]) / m["mops"], m)
+                    for m in meds if m["reps"] > 1 and m["mops"] > 0)
+    if spread:
+        worst = spread[-1]
+        add("Noise: across the cells, the spread of the reps (max − min) / "
+            "median is %.0f%% at the median cell and %.0f%% at the worst "
+            "(%s %s %d thr); `results.csv` has each cell's min and max."
+            % (100 * spread[len(spread) // 2][0], 100 * worst[0],
+               worst[1]["impl"], worst[1]["workload"], worst[1]["threads"]))
         add("")
 
     add("## Targets (`docs/brief.md`)")
