@@ -10,6 +10,8 @@ set -euo pipefail
 DEPS=(
     "pkg-config pkg-config"   # the install test builds through tally.pc
     "readelf binutils"        # the install test: readelf and nm
+    "clang clang"             # tests/fuzz/run.sh: the libFuzzer build
+    "clang libclang-rt-14-dev" # libFuzzer's runtime (only a Recommends of clang)
 )
 
 need=()
