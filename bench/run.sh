@@ -230,6 +230,12 @@ machine_info() {
 }
 machine_info >"$OUT/machine.txt"
 
+# Another busy process makes every number lower and noisier: say so.
+if [ "$QUICK" = 0 ] && awk -v n="$NPROC" '{exit !($1 > n * 0.25)}' /proc/loadavg; then
+    log "warning: load average $(cut -d' ' -f1 /proc/loadavg) on $NPROC CPUs before the run:" \
+        "other processes are running, results will be low and noisy"
+    echo "warning:    the machine was busy when the run started" >>"$OUT/machine.txt"
+fi
 log "$NCELLS cells x $REPS rep(s), ${SECONDS_PER_CELL}s each -> $OUT"
 STATUS=0
 k=0
