@@ -108,6 +108,8 @@ cmake --build "$BUILD_DIR" --target tally-bench -j "$NPROC" >"$BUILD_DIR/bench-b
 DRIVER=$BIN/tally-bench
 
 mkdir -p "$OUT" || exit 2
+# A previous run's files must not pass for this one's.
+rm -f "$OUT"/*.svg "$OUT"/results.csv "$OUT"/results.md "$OUT"/stderr.log
 SKIPPED=$OUT/skipped.txt
 : >"$SKIPPED"
 if [ "$QUICK" = 1 ]; then
