@@ -3,7 +3,10 @@
 #
 #   make              configure and build build/ (RelWithDebInfo)
 #   make demo         run the article's program: build/tools/tally demo
-#   make test         build and test build/, build-tsan/ and build-asan/
+#   make test         build and test build/, build-tsan/ and build-asan/,
+#                     then fuzz tally_map for 60 s (clang, build-fuzz/)
+#   make stress       the stress tests, longer (STRESS_SCALE, default 50)
+#   make fuzz         fuzz for FUZZ_SECONDS (default 600)
 #   make install      install build/ into $(PREFIX) (default /usr/local)
 #   make clean        remove the build dirs
 #
@@ -46,7 +49,8 @@ SAN_SKIP  := -LE 'install|bench'
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build demo test test-build test-tsan test-asan install clean
+.PHONY: all build demo test test-build test-tsan test-asan test-fuzz stress \
+        fuzz install clean
 
 all: build
 
@@ -58,7 +62,7 @@ build:
 demo: build
 	./$(BUILD)/tools/tally demo
 
-test: test-build test-tsan test-asan
+test: test-build test-tsan test-asan test-fuzz
 
 test-build: build
 	cd $(BUILD) && $(CTEST_RUN)
@@ -75,11 +79,30 @@ test-asan:
 	$(CMAKE) --build $(BUILD_ASAN) -j$(JOBS)
 	cd $(BUILD_ASAN) && $(CTEST_RUN) $(SAN_SKIP)
 
-# Later targets go here: 'bench' (the benchmarks), 'stress' (the stress
-# tests at a larger TALLY_STRESS_SCALE), 'fuzz'.
+# The stress tests, longer: TALLY_STRESS_SCALE multiplies their threads'
+# work (50: the churn test inserts and removes 10 million keys). The TSan
+# build runs them at a fifth of that scale.
+STRESS_SCALE ?= 50
+stress: build
+	cd $(BUILD) && TALLY_STRESS_SCALE=$(STRESS_SCALE) $(CTEST) \
+	    --output-on-failure -L stress --timeout 3600
+	$(CONFIGURE) -S . -B $(BUILD_TSAN) -DTALLY_SANITIZE=thread $(SAN_FLAGS) \
+	    -DCMAKE_C_COMPILER=$(TSAN_CC) -DCMAKE_CXX_COMPILER=$(TSAN_CXX)
+	$(CMAKE) --build $(BUILD_TSAN) -j$(JOBS)
+	cd $(BUILD_TSAN) && TALLY_STRESS_SCALE=$$(( $(STRESS_SCALE) / 5 + 1 )) \
+	    $(CTEST) --output-on-failure -L stress --timeout 3600
+
+# Differential fuzzing of tally_map with libFuzzer (clang, build-fuzz/):
+# 60 s as part of 'make test', FUZZ_SECONDS with 'make fuzz'.
+FUZZ_SECONDS ?= 600
+test-fuzz:
+	tests/fuzz/run.sh 60
+
+fuzz:
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_TSAN) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_TSAN) $(BUILD_ASAN) build-fuzz

@@ -224,8 +224,10 @@ typedef int (*tally_visit_fn)(void *ctx, const void *key, size_t len,
  * visited exactly once and no key twice; keys added or removed during the
  * call may or may not be visited. For a key that is only ever incremented
  * the value seen lies between its values at the call's start and end.
- * Returns 0, fn's non-zero result, or -EINVAL. fn may add to keys but must
- * not remove keys (remove returns -EDEADLK there). A running foreach makes
+ * Returns 0, fn's non-zero result, -EINVAL (m or fn NULL), or -ENOMEM (the
+ * calling thread's first use of tally could not allocate its record;
+ * nothing was visited). fn may add to keys but must not remove keys
+ * (remove returns -EDEADLK there) nor drain (-EDEADLK). A running foreach makes
  * removes on other threads wait for it. */
 TALLY_API int tally_map_foreach(tally_map *m, tally_visit_fn fn, void *ctx);
 
@@ -233,7 +235,8 @@ TALLY_API int tally_map_foreach(tally_map *m, tally_visit_fn fn, void *ctx);
  * current value) and resets that key to 0; keys whose amount is 0 are not
  * visited. Every add is counted exactly once by a drain, a remove, or the
  * value left. Keys stay present. Drains serialise with each other and with
- * removes; never with adds. */
+ * removes; never with adds. Returns as foreach does, plus -EDEADLK when
+ * called from inside a foreach or drain callback. */
 TALLY_API int tally_map_drain(tally_map *m, tally_visit_fn fn, void *ctx);
 
 /*

@@ -3,21 +3,27 @@
 # cmake, on Debian/Ubuntu (apt-get). Idempotent: installs only what is
 # missing and does nothing when everything is there.
 #
-# To add a dependency, add one line to DEPS: "COMMAND PACKAGE", where
-# COMMAND is the program whose absence means PACKAGE must be installed.
+# To add a dependency, add one line to DEPS: "CHECK PACKAGE", where CHECK
+# is the program whose absence means PACKAGE must be installed, or "-" for
+# a package with no program of its own (then dpkg says whether it is there).
 set -euo pipefail
 
 DEPS=(
     "pkg-config pkg-config"   # the install test builds through tally.pc
     "readelf binutils"        # the install test: readelf and nm
     "clang clang"             # tests/fuzz/run.sh: the libFuzzer build
-    "clang libclang-rt-14-dev" # libFuzzer's runtime (only a Recommends of clang)
+    "- libclang-rt-14-dev"    # libFuzzer's runtime (only a Recommends of clang)
 )
 
 need=()
 for dep in "${DEPS[@]}"; do
     read -r cmd pkg <<<"$dep"
-    command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+    if [ "$cmd" = "-" ]; then
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null |
+            grep -q 'install ok installed' || need+=("$pkg")
+    else
+        command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+    fi
 done
 
 if [ ${#need[@]} -eq 0 ]; then
