@@ -409,12 +409,21 @@ static __attribute__((noinline)) int add_slow(tally_map *m, uint64_t h,
  * thread that counts one key over and over skips hashing and probing: it
  * still compares the key it is given with the remembered one.
  *
- * Why a remembered entry cannot have been freed: the generation is loaded
- * inside the read-side section, before the lookup that found the entry. A
- * remove bumps the generation before it unlinks, then waits a grace
- * period before freeing. If our section began before that grace period
- * ended, the remove waits for us; if it began after, the grace period's
- * fence makes the bump visible to our load, and we do not use the entry.
+ * Why a remembered entry cannot have been freed. A remove unlinks the
+ * entry, then bumps the generation (release), then waits a grace period,
+ * then frees. We load the generation (acquire) inside the read-side
+ * section, before the lookup:
+ *   - if we see the bumped generation, we also see the unlink, so the
+ *     lookup cannot find the entry and we never remember it under the new
+ *     generation;
+ *   - if we remembered it under an older generation, the bump makes it
+ *     stale: a later add uses it only if its load still returns the old
+ *     generation, which means its section began before the grace period's
+ *     fence (which orders the bump), so the remove waits for that add
+ *     before freeing, and the add lands in the removed value.
+ * (Bumping before the unlink would be wrong: a thread could read the new
+ * generation, still find the entry, and remember it past the free; the
+ * stress test test_remove_hot_key caught exactly that.)
  */
 int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
 {
@@ -424,8 +433,8 @@ int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
     uint64_t h = 0;
     if (tally_likely(t != NULL)) {
         bool outer = tally__rcu_enter(t);
-        /* Relaxed: ordered by the section, see above. */
-        uint64_t gen = tally_atomic_load(&m->gen, relaxed);
+        /* Acquire pairs with the release bump in remove: see above. */
+        uint64_t gen = tally_atomic_load(&m->gen, acquire);
         struct entry *e = t->last_entry;
         if (tally_likely(t->last_map == m->serial && t->last_gen == gen &&
                          entry_is(e, key, len))) {
@@ -570,11 +579,13 @@ int tally_map_remove_n(tally_map *m, const void *key, size_t len,
         pthread_mutex_unlock(&sh->lock);
         return -ENOENT;
     }
-    /* Invalidates threads' remembered entries (see tally_map_add_n);
-     * relaxed: the grace period below orders it, like the unlink. */
-    tally_atomic_fetch_add(&m->gen, 1, relaxed);
     /* Relaxed: the grace period below orders the unlink (cells.h). */
     tally_atomic_store(&tb->slot[i], SLOT_TOMB, relaxed);
+    /* Invalidates threads' remembered entries (see tally_map_add_n).
+     * After the unlink, and release: a thread whose acquire load sees the
+     * new generation also sees the tombstone, so it cannot find the entry
+     * and remember it under the new generation. */
+    tally_atomic_fetch_add(&m->gen, 1, release);
     tally_atomic_store(&sh->live, tally_atomic_load(&sh->live, relaxed) - 1,
                        relaxed);
     tally_atomic_fetch_or(&e->refs, ENTRY_DEAD, relaxed);
