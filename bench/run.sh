@@ -239,47 +239,44 @@ if [ "$QUICK" = 0 ] && awk -v n="$NPROC" '{exit !($1 > n * 0.25)}' /proc/loadavg
     echo "warning:    the machine was busy when the run started" >>"$OUT/machine.txt"
 fi
 log "$NCELLS cells x $REPS rep(s), ${SECONDS_PER_CELL}s each -> $OUT"
+# The reps run in rounds: round r runs rep r of every cell, so that a burst
+# of outside load hits one rep of many cells, which the median discards,
+# rather than every rep of a few. Each rep is a fresh process (for Java a
+# fresh JVM, with its JIT warm-up).
 STATUS=0
-k=0
-while read -r impl wl t runner; do
-    [ -n "$impl" ] || continue
-    k=$((k + 1))
-    args=(--impl "$impl" --workload "$wl" --threads "$t" --seconds "$SECONDS_PER_CELL")
-    case $wl in
-        zipf1m) args+=(--keys "$ZIPF_KEYS" --zipf-file "$ZIPF_FILE") ;;
-        memory) args+=(--keys "$MEMORY_KEYS") ;;
-    esac
-    case $runner in
-        c) cmd=("$DRIVER") ;;
-        go) cmd=("$BIN/go-bench") ;;
-        java) # shellcheck disable=SC2206 # JAVA_OPTS is a word list
-              cmd=(java ${JAVA_OPTS:-} -cp "$BIN/java" TallyBench) ;;
-    esac
-    # A generous limit: a hung cell must not hang the suite.
-    limit=$(awk -v s="$SECONDS_PER_CELL" -v r="$REPS" 'BEGIN{printf "%d", 120 + 4*s*r}')
-    if [ "$runner" = java ]; then
-        # one JVM per cell: JIT warm-up, then all reps
-        batches=("--rep 1 --reps $REPS")
-    else
-        batches=()
-        for ((r = 1; r <= REPS; r++)); do batches+=("--rep $r --reps 1"); done
-    fi
-    for ((r = 1; r <= REPS; r++)); do echo "$impl,$wl,$t,$r" >>"$EXPECT"; done
-    for b in "${batches[@]}"; do
-        # shellcheck disable=SC2086 # $b is two options
-        out=$(timeout "$limit" "${cmd[@]}" "${args[@]}" $b 2>>"$ERRLOG")
+limit=$(awk -v s="$SECONDS_PER_CELL" 'BEGIN{printf "%d", 120 + 4*s}')
+for ((r = 1; r <= REPS; r++)); do
+    k=0
+    while read -r impl wl t runner; do
+        [ -n "$impl" ] || continue
+        k=$((k + 1))
+        args=(--impl "$impl" --workload "$wl" --threads "$t"
+              --seconds "$SECONDS_PER_CELL" --rep "$r")
+        case $wl in
+            zipf1m) args+=(--keys "$ZIPF_KEYS" --zipf-file "$ZIPF_FILE") ;;
+            memory) args+=(--keys "$MEMORY_KEYS") ;;
+        esac
+        case $runner in
+            c) cmd=("$DRIVER") ;;
+            go) cmd=("$BIN/go-bench") ;;
+            java) # shellcheck disable=SC2206 # JAVA_OPTS is a word list
+                  cmd=(java ${JAVA_OPTS:-} -cp "$BIN/java" TallyBench) ;;
+        esac
+        echo "$impl,$wl,$t,$r" >>"$EXPECT"
+        # the limit only keeps a hung cell from hanging the suite
+        out=$(timeout "$limit" "${cmd[@]}" "${args[@]}" 2>>"$ERRLOG")
         rc=$?
-        printf '%s\n' "$out" | grep "^$impl,$wl,$t," >>"$RAW"
-        mops=$(printf '%s\n' "$out" | cut -d, -f7 | tr '\n' ' ')
+        printf '%s\n' "$out" | grep "^$impl,$wl,$t,$r," >>"$RAW"
+        mops=$(printf '%s\n' "$out" | cut -d, -f7)
         if [ $rc -ne 0 ]; then
             STATUS=1
-            log "[$k/$NCELLS] $impl $wl ${t}thr: FAILED (exit $rc) -- see $ERRLOG"
+            log "[rep $r/$REPS, $k/$NCELLS] $impl $wl ${t}thr: FAILED (exit $rc) -- see $ERRLOG"
             tail -3 "$ERRLOG" >&2
         else
-            log "[$k/$NCELLS] $impl $wl ${t}thr: $mops M/s"
+            log "[rep $r/$REPS, $k/$NCELLS] $impl $wl ${t}thr: $mops M/s"
         fi
-    done
-done <<<"$CELLS"
+    done <<<"$CELLS"
+done
 echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at end" >>"$OUT/machine.txt"
 
 # ---- report -------------------------------------------------------------------
