@@ -57,10 +57,10 @@ rc=0
     -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
     -artifact_prefix="$build/fuzz-artifacts/" "$work/corpus" \
     >"$work/log" 2>&1 || rc=$?
-grep -v '^#[0-9]' "$work/log" | tail -n 40 || true
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log")
 units=$(ls "$work/corpus" | wc -l)
 if [ "$rc" -ne 0 ]; then
+    grep -v '^#[0-9]' "$work/log" | tail -n 60 >&2 || true
     echo "fuzz: FAILED (exit $rc) after ${execs:-?} executions; reproducer:" \
          "$(ls -t "$build"/fuzz-artifacts/ 2>/dev/null | head -n 1)" >&2
     exit "$rc"
