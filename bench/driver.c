@@ -8,6 +8,10 @@
  *   tally-bench --gen-zipf F --keys K
  *                                   writes the Zipf index file all three
  *                                   languages read
+ *   tally-bench --stream N --workload W [--threads T] [--keys K]
+ *                                   prints each thread's first N ops
+ *                                   ("thread op key"), as Go and Java do,
+ *                                   to show the workloads are identical
  *
  * Output (bench/README.md has the whole protocol):
  *
@@ -476,6 +480,74 @@ out:
     return rc;
 }
 
+/* ---- --stream: the workload's op sequence, for cross-language checks ---- */
+
+/* Prints the first n ops of every thread as "thread op key" lines: the
+ * very sequence the timed loops follow. run.sh compares this output with
+ * the Go and Java programs' (same option), so that the three languages
+ * provably run the same workload. */
+static int print_stream(const struct bench_cfg *cfg, const char *zipf_file,
+                        size_t n)
+{
+    struct bench_run run;
+    struct bench_key *keys = NULL;
+    uint32_t *zipf = NULL;
+    memset(&run, 0, sizeof(run));
+    run.cfg = cfg;
+    const enum bench_workload w = cfg->workload;
+    if (w == W_ZIPF && load_zipf(&run, zipf_file, &zipf) != 0) {
+        fprintf(stderr, "tally-bench: --stream zipf1m needs --zipf-file\n");
+        return 1;
+    }
+    if (w == W_UNIFORM || w == W_ZIPF || w == W_MIXED || w == W_ITERATE) {
+        keys = bench_keys_make(cfg->nkeys);
+        if (keys == NULL)
+            return 1;
+        run.key_mask = cfg->nkeys - 1;
+    }
+    char buf[64];
+    for (unsigned t = 0; t < cfg->threads; t++) {
+        uint64_t rng = (uint64_t)t + 1;
+        size_t pos = zipf ? bench_zipf_start(t, run.zipf_mask) : 0;
+        for (size_t j = 0; j < n; j++) {
+            const char *op = "add", *key = buf;
+            uint64_t x;
+            switch (w) {
+            case W_COUNTER:
+                key = "-";
+                break;
+            case W_HOT:
+                key = "somekey";
+                break;
+            case W_MIXED:
+            case W_UNIFORM:
+            case W_ITERATE:
+                x = bench_rng_next(&rng);
+                key = keys[BENCH_UNIFORM_INDEX(x, run.key_mask)].s;
+                if (w == W_MIXED && BENCH_MIXED_IS_GET(x))
+                    op = "get";
+                break;
+            case W_ZIPF:
+                key = keys[zipf[pos]].s;
+                pos = (pos + 1) & run.zipf_mask;
+                break;
+            case W_INSERT:
+                bench_insert_key(buf, t, j);
+                break;
+            case W_MEMORY:
+                bench_memory_key(buf, j);
+                break;
+            default:
+                break;
+            }
+            printf("%u %s %s\n", t, op, key);
+        }
+    }
+    bench_keys_free(keys);
+    free(zipf);
+    return 0;
+}
+
 /* ---- command line -------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -484,6 +556,8 @@ static void usage(FILE *f)
         "usage: tally-bench --impl NAME --workload W --threads T --seconds S\n"
         "                   --rep R [--reps N] [--keys K] [--zipf-file F]\n"
         "       tally-bench --list | --header\n"
+        "       tally-bench --stream N --workload W [--threads T] [--keys K]\n"
+        "                   [--zipf-file F]   the first N ops of each thread\n"
         "       tally-bench --gen-zipf FILE --keys K\n"
         "workloads: counter hot uniform1k zipf1m insert mixed iterate memory\n"
         "prints impl,workload,threads,rep,seconds,ops,mops,check,extra\n");
@@ -546,7 +620,7 @@ int tally_bench_main(int argc, char **argv)
 {
     const char *impl_name = NULL, *workload = NULL, *zipf_file = NULL,
                *gen_file = NULL;
-    size_t threads = 1, rep = 1, reps = 1, keys = 0;
+    size_t threads = 1, rep = 1, reps = 1, keys = 0, stream = 0;
     double seconds = 1.0;
     int keys_given = 0;
 
@@ -579,6 +653,8 @@ int tally_bench_main(int argc, char **argv)
         else if (strcmp(a, "--threads") == 0)
             bad = parse_size(v, &threads) != 0 || threads < 1 ||
                   threads > 4096;
+        else if (strcmp(a, "--stream") == 0)
+            bad = parse_size(v, &stream) != 0 || stream < 1;
         else if (strcmp(a, "--rep") == 0)
             bad = parse_size(v, &rep) != 0;
         else if (strcmp(a, "--reps") == 0)
@@ -610,10 +686,13 @@ int tally_bench_main(int argc, char **argv)
         }
         return gen_zipf(gen_file, keys);
     }
-    if (impl_name == NULL || workload == NULL) {
+    if (workload == NULL || (impl_name == NULL && stream == 0)) {
         usage(stderr);
         return 2;
     }
+    if (impl_name == NULL) /* --stream: any impl of the workload, no run */
+        impl_name = strcmp(workload, "counter") == 0 ? "tally_counter"
+                                                     : "tally_map";
 
     const struct bench_impl *impl = NULL;
     for (size_t i = 0; i < NIMPLS; i++)
@@ -653,6 +732,9 @@ int tally_bench_main(int argc, char **argv)
                 workload);
         return 2;
     }
+
+    if (stream != 0)
+        return print_stream(&cfg, zipf_file, stream);
 
     int status = 0;
     for (size_t r = rep; r < rep + reps; r++) {

@@ -153,6 +153,37 @@ if [ ! -s "$ZIPF_FILE" ] || [ "$DRIVER" -nt "$ZIPF_FILE" ]; then
     "$DRIVER" --gen-zipf "$ZIPF_FILE" --keys "$ZIPF_KEYS" || exit 2
 fi
 
+wanted() { # list item: an empty list wants everything
+    [ -z "$1" ] && return 0
+    case " $1 " in *" $2 "*) return 0 ;; esac
+    return 1
+}
+
+# ---- same workload in every language ---------------------------------------
+# Each program prints the op sequence its threads follow (--stream); Go's
+# and Java's must be byte for byte the C driver's, or the comparison would
+# not be like for like.
+maxt=1
+for t in $THREADS; do [ "$t" -gt "$maxt" ] && maxt=$t; done
+for wl in counter hot uniform1k zipf1m insert mixed iterate memory; do
+    wanted "$WANT_WORKLOADS" "$wl" || continue
+    sargs=(--stream 2000 --workload "$wl" --threads "$maxt")
+    [ "$wl" = zipf1m ] && sargs+=(--keys "$ZIPF_KEYS" --zipf-file "$ZIPF_FILE")
+    want=$("$DRIVER" "${sargs[@]}" | cksum) || exit 2
+    others=()
+    [ "$HAVE_GO" = 1 ] && others+=("go:$BIN/go-bench")
+    [ "$HAVE_JAVA" = 1 ] && others+=("java:java -cp $BIN/java TallyBench")
+    for o in "${others[@]}"; do
+        # shellcheck disable=SC2086 # the command is a word list
+        got=$(${o#*:} "${sargs[@]}" | cksum)
+        if [ "$got" != "$want" ]; then
+            log "${o%%:*} does not run the same $wl ops as the C driver (--stream differs)"
+            exit 2
+        fi
+    done
+done
+log "op streams: Go and Java follow the C driver's exactly"
+
 # ---- the matrix -------------------------------------------------------------
 
 MAP_WORKLOADS=hot,uniform1k,zipf1m,insert,mixed,iterate,memory
@@ -176,12 +207,6 @@ IMPL_TABLE=$(
         printf 'java_chm_longadder\t%s\tjava\n' "$MAP_WORKLOADS"
     fi
 )
-
-wanted() { # list item: an empty list wants everything
-    [ -z "$1" ] && return 0
-    case " $1 " in *" $2 "*) return 0 ;; esac
-    return 1
-}
 
 # One line per process to start: impl workload threads runner
 CELLS=$(

@@ -4,6 +4,8 @@
 //
 //	go-bench --impl NAME --workload W --threads T --seconds S --rep R
 //	         [--reps N] [--keys K] [--zipf-file F]
+//	go-bench --stream N --workload W [--threads T] [--keys K] [--zipf-file F]
+//	         (each thread's first N ops as "thread op key", as the C driver)
 //
 // prints impl,workload,threads,rep,seconds,ops,mops,check,extra per rep.
 //
@@ -518,6 +520,50 @@ func readZipf(file string, nkeys int) ([]uint32, error) {
 	return seq, nil
 }
 
+// printStream prints every thread's first n ops as "thread op key", the
+// sequence the timed loops follow (the C driver's --stream prints the same).
+func printStream(cfg *config, zipf []uint32, n int) {
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	mask := uint64(cfg.keys - 1)
+	var zmsk uint64
+	if zipf != nil {
+		zmsk = uint64(len(zipf) - 1)
+	}
+	var buf []byte
+	for t := 0; t < cfg.threads; t++ {
+		rng := uint64(t) + 1
+		var pos uint64
+		if zipf != nil {
+			pos = zipfStart(t, zmsk)
+		}
+		for j := 0; j < n; j++ {
+			op, key := "add", ""
+			switch cfg.workload {
+			case "counter":
+				key = "-"
+			case "hot":
+				key = "somekey"
+			case "uniform1k", "iterate", "mixed":
+				x := rngNext(&rng)
+				key = "k" + strconv.FormatUint(uniformIndex(x, mask), 10)
+				if cfg.workload == "mixed" && mixedIsGet(x) {
+					op = "get"
+				}
+			case "zipf1m":
+				key = "k" + strconv.FormatUint(uint64(zipf[pos]), 10)
+				pos = (pos + 1) & zmsk
+			case "insert":
+				buf = insertKey(buf, t, uint64(j))
+				key = string(buf)
+			case "memory":
+				key = memoryKey(j)
+			}
+			fmt.Fprintf(w, "%d %s %s\n", t, op, key)
+		}
+	}
+}
+
 func runCell(cfg *config, zipf []uint32) outcome {
 	r := &run{cfg: cfg}
 	var out outcome
@@ -555,7 +601,7 @@ func runCell(cfg *config, zipf []uint32) outcome {
 
 func main() {
 	var cfg config
-	var reps int
+	var reps, stream int
 	flag.StringVar(&cfg.impl, "impl", "", "go_safecounter, go_syncmap or go_atomic")
 	flag.StringVar(&cfg.workload, "workload", "", "counter hot uniform1k zipf1m insert mixed iterate memory")
 	flag.IntVar(&cfg.threads, "threads", 1, "goroutines")
@@ -564,11 +610,18 @@ func main() {
 	flag.IntVar(&reps, "reps", 1, "reps to run")
 	flag.IntVar(&cfg.keys, "keys", 0, "keys (default per workload)")
 	flag.StringVar(&cfg.zipfFile, "zipf-file", "", "Zipf index file (tally-bench --gen-zipf)")
+	flag.IntVar(&stream, "stream", 0, "print each thread's first N ops instead of running")
 	flag.Parse()
 
 	usage := func(msg string) {
 		fmt.Fprintln(os.Stderr, "go-bench:", msg)
 		os.Exit(2)
+	}
+	if stream > 0 && cfg.impl == "" {
+		cfg.impl = "go_syncmap"
+		if cfg.workload == "counter" {
+			cfg.impl = "go_atomic"
+		}
 	}
 	counter := cfg.impl == "go_atomic"
 	switch cfg.impl {
@@ -614,6 +667,10 @@ func main() {
 			fmt.Fprintln(os.Stderr, "go-bench:", err)
 			os.Exit(1)
 		}
+	}
+	if stream > 0 {
+		printStream(&cfg, zipf, stream)
+		return
 	}
 
 	status := 0

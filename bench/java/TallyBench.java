@@ -6,6 +6,9 @@
  *   java -cp DIR TallyBench --impl NAME --workload W --threads T
  *        --seconds S --rep R [--reps N] [--keys K] [--zipf-file F]
  *        [--warmup S]
+ *   java -cp DIR TallyBench --stream N --workload W [--threads T] [--keys K]
+ *        [--zipf-file F]     each thread's first N ops ("thread op key"),
+ *                            as the C driver prints them
  *
  * prints impl,workload,threads,rep,seconds,ops,mops,check,extra per rep.
  *
@@ -40,6 +43,7 @@ public final class TallyBench {
     String impl, workload, zipfFile;
     int threads = 1, rep = 1, reps = 1, keys = 0;
     double seconds = 1.0, warmup = 0.3;
+    int stream = 0;
 
     // ---- one run's state ----------------------------------------------------
     volatile boolean stop;
@@ -397,6 +401,47 @@ public final class TallyBench {
         return out;
     }
 
+    /* Prints every thread's first n ops as "thread op key", the sequence
+     * the timed loops follow (the C driver's --stream prints the same). */
+    void printStream(int n) {
+        StringBuilder sb = new StringBuilder();
+        java.io.PrintStream out = System.out;
+        for (int t = 0; t < threads; t++) {
+            long[] rng = {t + 1L};
+            long pos = zipf != null ? zipfStart(t, zmask) : 0;
+            for (int j = 0; j < n; j++) {
+                String op = "add", key;
+                switch (workload) {
+                case "counter": key = "-"; break;
+                case "hot": key = "somekey"; break;
+                case "uniform1k":
+                case "iterate":
+                case "mixed": {
+                    long x = rngNext(rng);
+                    key = keyNames[uniformIndex(x, mask)];
+                    if (workload.equals("mixed") && mixedIsGet(x))
+                        op = "get";
+                    break;
+                }
+                case "zipf1m":
+                    key = keyNames[zipf[(int) pos]];
+                    pos = (pos + 1) & zmask;
+                    break;
+                case "insert": key = "t" + t + ":" + j; break;
+                case "memory": key = memoryKey(j); break;
+                default: throw new IllegalStateException(workload);
+                }
+                sb.append(t).append(' ').append(op).append(' ').append(key).append('\n');
+                if (sb.length() > 1 << 16) {
+                    out.print(sb);
+                    sb.setLength(0);
+                }
+            }
+        }
+        out.print(sb);
+        out.flush();
+    }
+
     static int usage(String msg) {
         System.err.println("TallyBench: " + msg);
         return 2;
@@ -418,12 +463,15 @@ public final class TallyBench {
                 case "--keys": keys = Integer.parseInt(v); break;
                 case "--zipf-file": zipfFile = v; break;
                 case "--warmup": warmup = Double.parseDouble(v); break;
+                case "--stream": stream = Integer.parseInt(v); break;
                 default: return usage("unknown option " + args[i]);
                 }
             } catch (NumberFormatException e) {
                 return usage("bad value for " + args[i] + ": " + v);
             }
         }
+        if (stream > 0 && impl == null && workload != null)
+            impl = workload.equals("counter") ? "java_longadder" : "java_chm_longadder";
         if (impl == null || workload == null)
             return usage("--impl and --workload are required");
         boolean counterImpl = impl.equals("java_longadder") || impl.equals("java_atomiclong");
@@ -479,6 +527,10 @@ public final class TallyBench {
             zmask = zipf.length - 1;
         }
 
+        if (stream > 0) {
+            printStream(stream);
+            return 0;
+        }
         if (warmup > 0 && !workload.equals("memory")) {
             Outcome w = runCell(warmup);
             if (w.why != null) {
