@@ -53,7 +53,7 @@ COLORS = {
     "tally_map": "#d62828", "tally_map_handle": "#7b2cbf",
     "c_atomic": "#1d70b8", "c_mutex": "#6c757d", "seed_mutex_map": "#6c757d",
     "urcu_lfht": "#1d70b8", "go_atomic": "#00a6a6",
-    "go_safecounter": "#00a6a6", "go_syncmap": "#2a9d8f",
+    "go_safecounter": "#00a6a6", "go_syncmap": "#6a994e",
     "java_atomiclong": "#e9a000", "java_longadder": "#f77f00",
     "java_chm_longadder": "#f77f00", "percpu_cell": "#444444",
     "thread_cell_store": "#000000",
