@@ -163,7 +163,7 @@ static void *iterator_main(void *arg)
 
 /* ---- checks ------------------------------------------------------------- */
 
-/* Appends a reason to msg (first one wins the CSV, all go to stderr). */
+/* Records why a check failed; the first reason is kept. Returns -1. */
 static int failf(char *msg, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int failf(char *msg, size_t cap, const char *fmt, ...)
