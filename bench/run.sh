@@ -27,6 +27,7 @@
 # (the tables are still written); 2 on a build or usage problem.
 set -uo pipefail
 
+LOAD_AT_START=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 2
 
@@ -253,13 +254,14 @@ machine_info() {
     echo "liburcu:    $(pkg-config --modversion liburcu 2>/dev/null || echo none)"
     echo "tally:      $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src include 2>/dev/null || echo ' (src/ or include/ modified)')"
     echo "settings:   ${SECONDS_PER_CELL}s per rep, $REPS rep(s), threads: $(echo $THREADS), zipf keys $ZIPF_KEYS, memory keys $MEMORY_KEYS$([ "$QUICK" = 1 ] && echo ', QUICK mode')"
-    echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at start"
+    echo "load avg:   $LOAD_AT_START before the build, $(cut -d' ' -f1-3 /proc/loadavg) at the start of the matrix"
 }
 machine_info >"$OUT/machine.txt"
 
-# Another busy process makes every number lower and noisier: say so.
-if [ "$QUICK" = 0 ] && awk -v n="$NPROC" '{exit !($1 > n * 0.25)}' /proc/loadavg; then
-    log "warning: load average $(cut -d' ' -f1 /proc/loadavg) on $NPROC CPUs before the run:" \
+# Another busy process makes every number lower and noisier: say so. The
+# load was sampled before this script's own build (LOAD_AT_START).
+if [ "$QUICK" = 0 ] && awk -v n="$NPROC" -v l="$LOAD_AT_START" 'BEGIN{exit !(l > n * 0.5)}'; then
+    log "warning: load average $LOAD_AT_START on $NPROC CPUs before the run:" \
         "other processes are running, results will be low and noisy"
     echo "warning:    the machine was busy when the run started" >>"$OUT/machine.txt"
 fi
