@@ -5,6 +5,8 @@
 #   make demo         run the article's program: build/tools/tally demo
 #   make test         build and test build/, build-tsan/ and build-asan/,
 #                     then fuzz tally_map for 60 s (clang, build-fuzz/)
+#                     and run the benchmarks briefly (QUICK=1)
+#   make bench        the benchmarks against the peers (QUICK=1: brief)
 #   make stress       the stress tests, longer (STRESS_SCALE, default 50)
 #   make fuzz         fuzz for FUZZ_SECONDS (default 600)
 #   make install      install build/ into $(PREFIX) (default /usr/local)
@@ -49,8 +51,8 @@ SAN_SKIP  := -LE 'install|bench'
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build demo test test-build test-tsan test-asan test-fuzz stress \
-        fuzz install clean
+.PHONY: all build demo test test-build test-tsan test-asan test-fuzz \
+        test-bench bench stress fuzz install clean
 
 all: build
 
@@ -62,7 +64,7 @@ build:
 demo: build
 	./$(BUILD)/tools/tally demo
 
-test: test-build test-tsan test-asan test-fuzz
+test: test-build test-tsan test-asan test-fuzz test-bench
 
 test-build: build
 	cd $(BUILD) && $(CTEST_RUN)
@@ -91,6 +93,16 @@ stress: build
 	$(CMAKE) --build $(BUILD_TSAN) -j$(JOBS)
 	cd $(BUILD_TSAN) && TALLY_STRESS_SCALE=$$(( $(STRESS_SCALE) / 5 + 1 )) \
 	    $(CTEST) --output-on-failure -L stress --timeout 3600
+
+# The benchmarks against the peers (bench/README.md): the full matrix into
+# bench/results/<machine>/, or with QUICK=1 a short run of every cell into
+# build/bench-quick/ that checks the output, not the speed (part of 'make
+# test'). scripts/bench-deps.sh installs the peers' toolchains.
+bench: build
+	QUICK=$(QUICK) BUILD_DIR=$(BUILD) bench/run.sh
+
+test-bench: build
+	QUICK=1 BUILD_DIR=$(BUILD) bench/run.sh
 
 # Differential fuzzing of tally_map with libFuzzer (clang, build-fuzz/):
 # 60 s as part of 'make test', FUZZ_SECONDS with 'make fuzz'.

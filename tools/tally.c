@@ -23,7 +23,8 @@ static const struct command {
 } commands[] = {
     {"demo", cmd_demo,
      "run the article's program: N threads each add 1 to one key"},
-    /* {"bench", cmd_bench, "..."}: the benchmarks, in tools/bench.c */
+    {"bench", cmd_bench,
+     "run one benchmark cell (bench/README.md; the matrix: make bench)"},
     {"help", cmd_help, "show this help"},
 };
 
