@@ -117,6 +117,8 @@ static _Atomic(uint64_t) map_serials;
 struct tally_handle {
     tally_map *map;
     struct entry *entry;
+    uint32_t id; /* entry->id, copied: an add needs no load through entry
+                    before it can start on its cell */
 };
 
 _Static_assert(sizeof(struct shard) % TALLY_CACHE_LINE == 0,
@@ -709,6 +711,7 @@ int tally_map_handle_n(tally_map *m, const void *key, size_t len,
     }
     hd->map = m;
     hd->entry = e;
+    hd->id = e->id; /* immutable while the handle pins e */
     *out = hd;
     return 0;
 }
@@ -720,24 +723,37 @@ int tally_map_handle(tally_map *m, const char *key, tally_handle **out)
     return tally_map_handle_n(m, key, strlen(key), out);
 }
 
-void tally_handle_add(tally_handle *h, int64_t delta)
+/* A handle add whose key was removed: the add goes to the key's next
+ * life by name. Out of line, so the fast path needs no stack frame. */
+static __attribute__((noinline, cold)) void handle_add_dead(tally_handle *h,
+                                                            int64_t delta)
 {
     struct entry *e = h->entry;
-    /* Relaxed: DEAD only steers the add to the key's next life; an add
-     * that misses a fresh DEAD still lands in e and reaches the next life
-     * through entry_finish. */
-    if (tally_likely(!(tally_atomic_load(&e->refs, relaxed) & ENTRY_DEAD))) {
-        tally__id_add(e->id, delta);
-        return;
-    }
     uint64_t hh = tally__hash(e->key, e->len);
     if (add_locked(h->map, hh, e->key, e->len, delta) != 0)
-        tally__id_add(e->id, delta); /* kept for entry_finish */
+        tally__id_add(h->id, delta); /* kept for entry_finish */
+}
+
+static inline void handle_add(tally_handle *h, int64_t delta)
+{
+    /* Relaxed: DEAD only steers the add to the key's next life; an add
+     * that misses a fresh DEAD still lands in the entry and reaches the
+     * next life through entry_finish. */
+    if (tally_likely(!(tally_atomic_load(&h->entry->refs, relaxed) &
+                       ENTRY_DEAD)))
+        tally__id_add(h->id, delta);
+    else
+        handle_add_dead(h, delta);
+}
+
+void tally_handle_add(tally_handle *h, int64_t delta)
+{
+    handle_add(h, delta);
 }
 
 void tally_handle_inc(tally_handle *h)
 {
-    tally_handle_add(h, 1);
+    handle_add(h, 1);
 }
 
 void tally_handle_release(tally_handle *h)
