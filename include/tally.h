@@ -208,7 +208,10 @@ TALLY_API int tally_map_get_n(tally_map *m, const void *key, size_t len,
 /* Removes key and stores its last value in *last_value (when not NULL).
  * 0, -ENOENT, -EINVAL, -ENAMETOOLONG, or -EDEADLK when called from inside
  * a tally_map_foreach or tally_map_drain callback (which would wait for
- * itself). Waits for adds in flight on this key to finish. */
+ * itself). Blocking: waits for a grace period, i.e. until every add by
+ * key that is in flight on any thread has finished (a few microseconds;
+ * longer when threads that were adding are preempted), so that the value
+ * it returns is exact. Adds never wait for removes. */
 TALLY_API int tally_map_remove(tally_map *m, const char *key,
                                int64_t *last_value);
 TALLY_API int tally_map_remove_n(tally_map *m, const void *key, size_t len,
