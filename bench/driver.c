@@ -639,7 +639,18 @@ int tally_bench_main(int argc, char **argv)
             return 0;
         }
         if (v == NULL) {
-            usage(stderr);
+            static const char *const valued[] = {
+                "--impl", "--workload", "--zipf-file", "--gen-zipf",
+                "--threads", "--stream", "--rep", "--reps", "--keys",
+                "--seconds"};
+            int known = 0;
+            for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
+                known |= strcmp(a, valued[k]) == 0;
+            if (known)
+                fprintf(stderr, "tally-bench: option %s needs a value\n", a);
+            else
+                fprintf(stderr, "tally-bench: unknown option %s\n", a);
+            fprintf(stderr, "Try 'tally-bench --help'.\n");
             return 2;
         }
         if (strcmp(a, "--impl") == 0)
@@ -669,7 +680,7 @@ int tally_bench_main(int argc, char **argv)
             bad = *end != '\0' || !(seconds > 0 && seconds < 3600);
         } else {
             fprintf(stderr, "tally-bench: unknown option %s\n", a);
-            usage(stderr);
+            fprintf(stderr, "Try 'tally-bench --help'.\n");
             return 2;
         }
         if (bad) {
