@@ -157,10 +157,18 @@ tally__cell *tally__cell_slow(uint32_t id)
     uint32_t b = id >> TALLY_CELL_SHIFT;
     tally__cell *blk = tally_atomic_load(&t->dir[b], relaxed);
     if (blk == NULL) {
-        blk = tally__aligned_alloc(TALLY_CACHE_LINE,
-                                   TALLY_CELLS_PER_BLOCK * sizeof(tally__cell));
-        if (blk == NULL)
-            return NULL;
+        if (t->spare != NULL) {
+            /* A block an earlier owner left, zero but for the link. */
+            blk = t->spare;
+            t->spare = (tally__cell *)(uintptr_t)tally_atomic_load(&blk[0],
+                                                                   relaxed);
+            tally_atomic_store(&blk[0], 0, relaxed);
+        } else {
+            blk = tally__aligned_alloc(
+                TALLY_CACHE_LINE, TALLY_CELLS_PER_BLOCK * sizeof(tally__cell));
+            if (blk == NULL)
+                return NULL;
+        }
         /* blocks_hi is read by this thread's exit fold, which runs on
          * this thread: no ordering needed. */
         if (b + 1 > t->blocks_hi)
@@ -299,7 +307,15 @@ static void thread_exit(void *arg)
                                    relaxed);
             tally_atomic_store(&blk[i], 0, relaxed);
         }
+        /* Detach the (now zero) block for reuse. A reader that loaded the
+         * pointer before this fold retries (fold_seq changed), so it never
+         * uses a value read after the block moves to another index. The
+         * link in cell 0 is written after the detach, inside the fold. */
+        tally_atomic_store(&t->dir[b], NULL, relaxed);
+        tally_atomic_store(&blk[0], (int64_t)(uintptr_t)t->spare, relaxed);
+        t->spare = blk;
     }
+    t->blocks_hi = 0;
     /* Release: ends the fold; pairs with the acquire load in
      * tally__id_read. */
     tally_atomic_store(&fold_seq, s + 2, release);

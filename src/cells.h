@@ -26,6 +26,11 @@
  *     Blocks are cache-line aligned, so two threads' cells never share a
  *     line. A thread's cells for different ids do share lines: they are
  *     written by that one thread only, so that costs nothing.
+ *     At its owner's exit the blocks are folded, zero, and detached from
+ *     the directory onto the record's spare list; the next owner attaches
+ *     them again, one at a time, as it touches ids. So an exit scans only
+ *     the blocks its own thread touched, not every block the record ever
+ *     held (a short-lived thread after one that touched a million keys).
  *   - cells: written by the owner (adds), and by others only when no add to
  *     that id can be running: when an id is released (its counter is gone,
  *     so no thread may add to it) and at the owner's exit fold (run by the
@@ -95,11 +100,14 @@ struct tally__thread {
     uint64_t last_map;       /* the map's serial number, 0: none */
     uint64_t last_gen;       /* the map's remove generation then */
     void *last_entry;
+    /* Blocks of earlier owners, all zero, kept for reuse (cell 0 links
+     * them); owner only, or the exit fold on the owner's thread. */
+    tally__cell *spare;
 
     /* Read by other threads walking the registry. */
     _Alignas(TALLY_CACHE_LINE) _Atomic(int) in_use; /* 1 while owned */
-    uint32_t blocks_hi;      /* owner (or holder of ids_lock at exit):
-                                1 + highest block index allocated */
+    uint32_t blocks_hi;      /* owner (and its exit fold): 1 + highest
+                                block index attached by this owner */
     struct tally__thread *next; /* registry link, immutable once published */
     _Alignas(TALLY_CACHE_LINE) _Atomic(tally__cell *) dir[TALLY_MAX_BLOCKS];
 };

@@ -380,6 +380,50 @@ static void test_out_of_memory(void)
     tally_adder_free(a);
 }
 
+/*
+ * A thread's cell blocks are detached when it exits and attached again by
+ * the next owner of its record, possibly for other ids. Thread A adds i+1
+ * to adder i for 5000 adders (5 blocks); thread B, which reuses A's record,
+ * adds to the last adder only (its block goes back in at another index);
+ * thread C adds to every adder again. Every value must stay exact.
+ */
+enum { BLOCK_ADDERS = 5000 };
+static tally_adder *block_adders[BLOCK_ADDERS];
+
+static void *add_all_indexed(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < BLOCK_ADDERS; i++)
+        tally_adder_add(block_adders[i], i + 1);
+    return NULL;
+}
+
+static void *add_last(void *arg)
+{
+    (void)arg;
+    tally_adder_add(block_adders[BLOCK_ADDERS - 1], 1000000);
+    return NULL;
+}
+
+static void test_blocks_move_between_owners(void)
+{
+    for (int i = 0; i < BLOCK_ADDERS; i++)
+        CHECK_EQ(tally_adder_new(&block_adders[i]), 0);
+    check_threads_run(1, add_all_indexed, NULL, 0);
+    check_threads_run(1, add_last, NULL, 0);
+    for (int i = 0; i < BLOCK_ADDERS - 1; i++)
+        CHECK_EQ(tally_adder_sum(block_adders[i]), i + 1);
+    CHECK_EQ(tally_adder_sum(block_adders[BLOCK_ADDERS - 1]),
+             BLOCK_ADDERS + 1000000);
+    check_threads_run(1, add_all_indexed, NULL, 0);
+    for (int i = 0; i < BLOCK_ADDERS - 1; i++)
+        CHECK_EQ(tally_adder_sum(block_adders[i]), 2 * (i + 1));
+    CHECK_EQ(tally_adder_sum(block_adders[BLOCK_ADDERS - 1]),
+             2 * BLOCK_ADDERS + 1000000);
+    for (int i = 0; i < BLOCK_ADDERS; i++)
+        tally_adder_free(block_adders[i]);
+}
+
 int main(void)
 {
     /* First, while no thread has a record to reuse: the threads of the
@@ -392,5 +436,6 @@ int main(void)
     test_many_adders();
     test_reuse_with_live_threads();
     test_exited_threads();
+    test_blocks_move_between_owners();
     return 0;
 }
