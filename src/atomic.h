@@ -68,9 +68,4 @@ static inline int64_t tally_wrap_add(int64_t a, int64_t b)
     return (int64_t)((uint64_t)a + (uint64_t)b);
 }
 
-static inline int64_t tally_wrap_sub(int64_t a, int64_t b)
-{
-    return (int64_t)((uint64_t)a - (uint64_t)b);
-}
-
 #endif /* TALLY_ATOMIC_H */

@@ -273,6 +273,7 @@ int64_t tally__id_release(uint32_t id)
      * stores before its first add. */
     tally_atomic_store(adj_cell(id), (int64_t)free_head, relaxed);
     free_head = id + 1;
+    /* Acquire loads: as in id_sum (record publication, block publication). */
     for (struct tally__thread *t = tally_atomic_load(&registry, acquire);
          t != NULL; t = t->next) {
         tally__cell *blk = tally_atomic_load(&t->dir[b], acquire);
@@ -344,7 +345,8 @@ int tally__rcu_synchronize(void)
         tally_atomic_fence(seq_cst); /* pairs with tally__rcu_enter's fence */
     /* Either a reader's rcu_ctr store is visible to the loads below, or
      * that reader's section loads come after the fence and so cannot see
-     * what the caller unlinked before calling us. */
+     * what the caller unlinked before calling us. Acquire on the head
+     * pairs with the release publication of each record. */
     for (struct tally__thread *t = tally_atomic_load(&registry, acquire);
          t != NULL; t = t->next) {
         unsigned spins = 0;

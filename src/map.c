@@ -609,7 +609,9 @@ int tally_map_remove_n(tally_map *m, const void *key, size_t len,
     pthread_mutex_lock(&m->drain_lock);
     int64_t v;
     /* Handles are made under the shard lock from the table, so once e is
-     * unlinked its count of handles can only fall. */
+     * unlinked its count of handles can only fall. Acquire pairs with the
+     * acq_rel decrement in tally_handle_release: a released handle's adds
+     * happen before the final read below. */
     if ((tally_atomic_load(&e->refs, acquire) & ~ENTRY_DEAD) == 1) {
         v = tally__id_release(e->id);
         tally__free(e);
@@ -654,6 +656,7 @@ static int visit(tally_map *m, tally_visit_fn fn, void *ctx, bool drain)
     int rc = 0;
     bool outer = tally__rcu_enter(t);
     for (unsigned s = 0; s < NSHARDS && rc == 0; s++) {
+        /* Acquire: see lookup(). */
         struct table *tb = tally_atomic_load(&m->shard[s].table, acquire);
         if (tb == NULL)
             continue;
