@@ -248,9 +248,9 @@ machine_info() {
     echo "kernel:     $(uname -srm)"
     local cc
     cc=$(cache_var CMAKE_C_COMPILER)
-    echo "c compiler: $("${cc:-cc}" --version 2>/dev/null | head -1) ($BUILD_TYPE build${SANITIZE:+, sanitizer $SANITIZE})"
+    echo "c compiler: $("${cc:-cc}" --version 2>/dev/null | sed -n 1p) ($BUILD_TYPE build${SANITIZE:+, sanitizer $SANITIZE})"
     echo "go:         $([ "$HAVE_GO" = 1 ] && go version || echo none)"
-    echo "java:       $([ "$HAVE_JAVA" = 1 ] && java -version 2>&1 | head -1 || echo none)${JAVA_OPTS:+ (JAVA_OPTS=$JAVA_OPTS)}"
+    echo "java:       $([ "$HAVE_JAVA" = 1 ] && java -version 2>&1 | sed -n 1p || echo none)${JAVA_OPTS:+ (JAVA_OPTS=$JAVA_OPTS)}"
     echo "liburcu:    $(pkg-config --modversion liburcu 2>/dev/null || echo none)"
     echo "tally:      $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src include 2>/dev/null || echo ' (src/ or include/ modified)')"
     echo "settings:   ${SECONDS_PER_CELL}s per rep, $REPS rep(s), threads: $(echo $THREADS), zipf keys $ZIPF_KEYS, memory keys $MEMORY_KEYS$([ "$QUICK" = 1 ] && echo ', QUICK mode')"

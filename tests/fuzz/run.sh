@@ -62,7 +62,7 @@ units=$(ls "$work/corpus" | wc -l)
 if [ "$rc" -ne 0 ]; then
     grep -v '^#[0-9]' "$work/log" | tail -n 60 >&2 || true
     echo "fuzz: FAILED (exit $rc) after ${execs:-?} executions; reproducer:" \
-         "$(ls -t "$build"/fuzz-artifacts/ 2>/dev/null | head -n 1)" >&2
+         "$(ls -t "$build"/fuzz-artifacts/ 2>/dev/null | sed -n 1p)" >&2
     exit "$rc"
 fi
 echo "fuzz: ok: ${execs:-?} executions in ${secs}s, corpus grew to $units inputs"
