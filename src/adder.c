@@ -15,13 +15,16 @@
 #include "tally.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 
 #include "alloc.h"
 #include "cells.h"
 
 struct tally_adder {
-    uint32_t id;                /* immutable from new to free */
+    /* head.id: immutable from new to free. First, where tally.h's inline
+     * add reads it. */
+    struct tally__adder_head head;
     pthread_mutex_t drain_lock; /* serialises drains */
 };
 
@@ -32,7 +35,7 @@ int tally_adder_new(tally_adder **out)
     tally_adder *a = tally__malloc(sizeof(*a));
     if (a == NULL)
         return -ENOMEM;
-    int err = tally__id_alloc(&a->id);
+    int err = tally__id_alloc(&a->head.id);
     if (err != 0) {
         tally__free(a);
         return err;
@@ -48,31 +51,39 @@ void tally_adder_free(tally_adder *a)
         return;
     /* The caller guarantees no add is running or will run: the id can go
      * back with its cells zeroed. */
-    (void)tally__id_release(a->id);
+    (void)tally__id_release(a->head.id);
     pthread_mutex_destroy(&a->drain_lock);
     tally__free(a);
 }
 
+_Static_assert(offsetof(struct tally_adder, head) == 0, "tally.h layout");
+
 void tally_adder_add(tally_adder *a, int64_t delta)
 {
-    tally__id_add(a->id, delta);
+    tally__id_add(a->head.id, delta);
+}
+
+/* What tally.h's inline add calls when the thread has no cell yet. */
+void tally__adder_add_slow(tally_adder *a, int64_t delta)
+{
+    tally__id_add(a->head.id, delta);
 }
 
 void tally_adder_inc(tally_adder *a)
 {
-    tally__id_add(a->id, 1);
+    tally__id_add(a->head.id, 1);
 }
 
 int64_t tally_adder_sum(tally_adder *a)
 {
-    return tally__id_read(a->id);
+    return tally__id_read(a->head.id);
 }
 
 int64_t tally_adder_drain(tally_adder *a)
 {
     pthread_mutex_lock(&a->drain_lock);
-    int64_t v = tally__id_read(a->id);
-    tally__id_sub(a->id, v);
+    int64_t v = tally__id_read(a->head.id);
+    tally__id_sub(a->head.id, v);
     pthread_mutex_unlock(&a->drain_lock);
     return v;
 }

@@ -25,6 +25,9 @@
 #include "alloc.h"
 
 _Thread_local struct tally__thread *tally__self;
+/* &tally__self->dir[0] or NULL, kept in step with tally__self: the inline
+ * fast paths in tally.h read it (exported, part of the soname's ABI). */
+TALLY_API _Thread_local tally__block_ptr *tally__dir;
 #if defined(TALLY_TSAN)
 _Atomic(int) tally__tsan_fence;
 #endif
@@ -146,6 +149,7 @@ struct tally__thread *tally__thread_get_slow(void)
         return NULL;
     }
     tally__self = t;
+    tally__dir = t->dir;
     return t;
 }
 
@@ -325,6 +329,7 @@ static void thread_exit(void *arg)
     tally_atomic_store(&t->in_use, 0, relaxed);
     pthread_mutex_unlock(&ids_lock);
     tally__self = NULL;
+    tally__dir = NULL;
 }
 
 int tally__rcu_synchronize(void)

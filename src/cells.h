@@ -82,6 +82,7 @@
 #include <stdint.h>
 
 #include "atomic.h"
+#include "tally.h" /* tally__cell_t, TALLY__CELL_SHIFT, tally__dir */
 
 #define TALLY_CELLS_PER_BLOCK 1024u
 #define TALLY_CELL_SHIFT 10
@@ -89,7 +90,9 @@
 /* Ids run from 0 to TALLY_ID_LIMIT - 1 (64 M live counters). */
 #define TALLY_ID_LIMIT (TALLY_CELLS_PER_BLOCK * TALLY_MAX_BLOCKS)
 
-typedef _Atomic(int64_t) tally__cell;
+/* The type and block shift are shared with tally.h's inline paths. */
+typedef tally__cell_t tally__cell;
+_Static_assert(TALLY_CELL_SHIFT == TALLY__CELL_SHIFT, "tally.h agrees");
 
 struct tally__thread {
     /* The line the owner writes on every map operation. */
@@ -109,7 +112,7 @@ struct tally__thread {
     uint32_t blocks_hi;      /* owner (and its exit fold): 1 + highest
                                 block index attached by this owner */
     struct tally__thread *next; /* registry link, immutable once published */
-    _Alignas(TALLY_CACHE_LINE) _Atomic(tally__cell *) dir[TALLY_MAX_BLOCKS];
+    _Alignas(TALLY_CACHE_LINE) tally__block_ptr dir[TALLY_MAX_BLOCKS];
 };
 
 _Static_assert(sizeof(((struct tally__thread *)0)->dir) ==
@@ -160,6 +163,19 @@ void tally__id_add_shared(uint32_t id, int64_t delta);
  * block, then adds; falls back to tally__id_add_shared when out of
  * memory. Out of line so that the fast path needs no stack frame. */
 void tally__id_add_slow(uint32_t id, int64_t delta);
+
+/* The calling thread's cell for id if its block is attached, else NULL
+ * (tally__id_add_t then takes the slow path). */
+static inline tally__cell *tally__cell_of(struct tally__thread *t,
+                                          uint32_t id)
+{
+    /* Relaxed: only this thread ever stores this slot. */
+    tally__cell *blk =
+        tally_atomic_load(&t->dir[id >> TALLY_CELL_SHIFT], relaxed);
+    return tally_likely(blk != NULL)
+               ? &blk[id & (TALLY_CELLS_PER_BLOCK - 1)]
+               : NULL;
+}
 
 /* Adds delta to id's counter from the calling thread, never failing. */
 static inline void tally__id_add_t(struct tally__thread *t, uint32_t id,

@@ -72,6 +72,7 @@
 #include "tally.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -87,6 +88,7 @@
 #define SLOT_TOMB ((uintptr_t)1)
 #define SLOT_PTR_MASK (((uintptr_t)1 << 48) - 1)
 #define ENTRY_DEAD 0x80000000u
+_Static_assert(ENTRY_DEAD == TALLY__HANDLE_DEAD, "tally.h agrees");
 
 struct entry {
     uint32_t id;                 /* counter id, immutable */
@@ -121,15 +123,19 @@ struct tally_map {
 static _Atomic(uint64_t) map_serials;
 
 struct tally_handle {
+    /* First, where tally.h's inline add reads it: state = &entry->refs and
+     * id = entry->id, both immutable while the handle pins entry. id is
+     * copied so that an add needs no load through entry before it can
+     * start on its cell. */
+    struct tally__handle_head head;
     tally_map *map;
     struct entry *entry;
-    uint32_t id; /* entry->id, copied: an add needs no load through entry
-                    before it can start on its cell */
 };
 
 _Static_assert(sizeof(struct shard) % TALLY_CACHE_LINE == 0,
                "shards must not share cache lines");
 _Static_assert(sizeof(struct entry) == 12, "entry header is 12 bytes");
+_Static_assert(offsetof(struct tally_handle, head) == 0, "tally.h layout");
 
 /* ---- slots ---------------------------------------------------------- */
 
@@ -150,19 +156,31 @@ static inline struct shard *shard_of(tally_map *m, uint64_t h)
 
 /* Key comparison without a call for the short keys counters use: two
  * (possibly overlapping) word compares cover 4..16 bytes. */
+#define SHORT_KEY 16
+
+/* Whether the len (<= SHORT_KEY) bytes at a and b are equal. */
+static inline bool short_key_equal(const unsigned char *a,
+                                   const unsigned char *b, size_t len)
+{
+    if (len >= 8)
+        return tally__read64(a) == tally__read64(b) &&
+               tally__read64(a + len - 8) == tally__read64(b + len - 8);
+    if (len >= 4)
+        return tally__read32(a) == tally__read32(b) &&
+               tally__read32(a + len - 4) == tally__read32(b + len - 4);
+    /* 0..3 bytes: indices 0, len / 2 and len - 1 cover them all. */
+    return len == 0 || (a[0] == b[0] && a[len / 2] == b[len / 2] &&
+                        a[len - 1] == b[len - 1]);
+}
+
 static inline bool entry_is(const struct entry *e, const void *key,
                             size_t len)
 {
-    const unsigned char *a = e->key, *b = key;
     if (e->len != len)
         return false;
-    if (len >= 8 && len <= 16)
-        return tally__read64(a) == tally__read64(b) &&
-               tally__read64(a + len - 8) == tally__read64(b + len - 8);
-    if (len >= 4 && len < 8)
-        return tally__read32(a) == tally__read32(b) &&
-               tally__read32(a + len - 4) == tally__read32(b + len - 4);
-    return memcmp(a, b, len) == 0;
+    if (len <= SHORT_KEY)
+        return short_key_equal(e->key, key, len);
+    return memcmp(e->key, key, len) == 0;
 }
 
 /* Probes tb for key; returns the slot index (and the entry it held when
@@ -433,19 +451,24 @@ static __attribute__((noinline)) int add_slow(tally_map *m, uint64_t h,
  * generation, still find the entry, and remember it past the free; the
  * stress test test_remove_hot_key caught exactly that.)
  */
-int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
+/* Everything tally_map_add_n's hit path leaves: a long key, a cell block
+ * not attached yet, a different key (hash and probe, then remember what
+ * was found), an absent key (create it under its shard's lock), bad
+ * input. Out of line so that the hit path needs no stack frame. */
+static __attribute__((noinline)) int add_miss(tally_map *m, const void *key,
+                                              size_t len, int64_t delta)
 {
     if (tally_unlikely(m == NULL || key == NULL || len > TALLY_KEY_MAX))
         return bad_key(m, key, len);
     struct tally__thread *t = tally__self;
-    uint64_t h = 0;
+    uint64_t h;
     if (tally_likely(t != NULL)) {
         bool outer = tally__rcu_enter(t);
         /* Acquire pairs with the release bump in remove: see above. */
         uint64_t gen = tally_atomic_load(&m->gen, acquire);
         struct entry *e = t->last_entry;
-        if (tally_likely(t->last_map == m->serial && t->last_gen == gen &&
-                         entry_is(e, key, len))) {
+        if (t->last_map == m->serial && t->last_gen == gen &&
+            entry_is(e, key, len)) {
             tally__id_add_t(t, e->id, delta);
             tally__rcu_exit(t, outer);
             return 0;
@@ -465,6 +488,33 @@ int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
         h = tally__hash(key, len);
     }
     return add_slow(m, h, key, len, delta);
+}
+
+int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
+{
+    /* The hit path: the key is the remembered one, short, and its cell
+     * block is attached. No call but the tail call to add_miss, so no
+     * stack frame. m and key are checked here; len needs no check: it must
+     * equal a remembered entry's length, at most SHORT_KEY. */
+    struct tally__thread *t = tally__self;
+    if (tally_likely(t != NULL && m != NULL && key != NULL &&
+                     len <= SHORT_KEY)) {
+        bool outer = tally__rcu_enter(t);
+        /* Acquire pairs with the release bump in remove: see above. */
+        uint64_t gen = tally_atomic_load(&m->gen, acquire);
+        struct entry *e = t->last_entry;
+        if (tally_likely(t->last_map == m->serial && t->last_gen == gen &&
+                         e->len == len && short_key_equal(e->key, key, len))) {
+            tally__cell *c = tally__cell_of(t, e->id);
+            if (tally_likely(c != NULL)) {
+                tally__cell_add(c, delta);
+                tally__rcu_exit(t, outer);
+                return 0;
+            }
+        }
+        tally__rcu_exit(t, outer);
+    }
+    return add_miss(m, key, len, delta);
 }
 
 int tally_map_add(tally_map *m, const char *key, int64_t delta)
@@ -720,7 +770,8 @@ int tally_map_handle_n(tally_map *m, const void *key, size_t len,
     }
     hd->map = m;
     hd->entry = e;
-    hd->id = e->id; /* immutable while the handle pins e */
+    hd->head.state = &e->refs;
+    hd->head.id = e->id;
     *out = hd;
     return 0;
 }
@@ -740,7 +791,7 @@ static __attribute__((noinline, cold)) void handle_add_dead(tally_handle *h,
     struct entry *e = h->entry;
     uint64_t hh = tally__hash(e->key, e->len);
     if (add_locked(h->map, hh, e->key, e->len, delta) != 0)
-        tally__id_add(h->id, delta); /* kept for entry_finish */
+        tally__id_add(h->head.id, delta); /* kept for entry_finish */
 }
 
 static inline void handle_add(tally_handle *h, int64_t delta)
@@ -748,9 +799,9 @@ static inline void handle_add(tally_handle *h, int64_t delta)
     /* Relaxed: DEAD only steers the add to the key's next life; an add
      * that misses a fresh DEAD still lands in the entry and reaches the
      * next life through entry_finish. */
-    if (tally_likely(!(tally_atomic_load(&h->entry->refs, relaxed) &
+    if (tally_likely(!(tally_atomic_load(h->head.state, relaxed) &
                        ENTRY_DEAD)))
-        tally__id_add(h->id, delta);
+        tally__id_add(h->head.id, delta);
     else
         handle_add_dead(h, delta);
 }
@@ -763,6 +814,13 @@ void tally_handle_add(tally_handle *h, int64_t delta)
 void tally_handle_inc(tally_handle *h)
 {
     handle_add(h, 1);
+}
+
+/* What tally.h's inline add calls when the thread has no cell yet or the
+ * key was removed. */
+void tally__handle_add_slow(tally_handle *h, int64_t delta)
+{
+    handle_add(h, delta);
 }
 
 void tally_handle_release(tally_handle *h)

@@ -1,11 +1,12 @@
 // test_header_cxx.cpp - tally.h compiles as C++23 (-std=c++2b with g++ 12,
 // -pedantic-errors), where <stdatomic.h> maps _Atomic(T) to std::atomic<T>,
-// and tally_counter works through it.
+// and tally_counter and the inline fast paths work through it.
 #include "tally.h"
 
 #include <type_traits>
 
 #include "check.h"
+#include "header_inline.h"
 
 static_assert(__cplusplus > 202002L, "this test must be compiled as C++23");
 static_assert(std::is_standard_layout_v<tally_counter>);
@@ -28,5 +29,6 @@ int main()
     CHECK_EQ(tally_counter_inc(&c), INT64_MIN);
     CHECK_EQ(tally_counter_load(&g_counter), -3);
     CHECK_STREQ(tally_strerror(12345), "unknown error");
+    CHECK_EQ(header_inline_paths(), 0);
     return 0;
 }
