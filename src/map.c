@@ -21,6 +21,9 @@
  *     moves within a table: only a resize moves it, into a new table.
  *   - A table is never changed after a resize replaced it; the old one is
  *     kept on shard->retired until a grace period has passed.
+ *   - shard->handles lists the live handles of the shard's keys; linked at
+ *     creation, unlinked at release, walked by remove (which marks the
+ *     removed entry's handles dead), all under the lock.
  *   - An entry's id, len and key bytes are immutable while it is reachable.
  *     Its refs count the table's link (1 while in a table) plus handles;
  *     DEAD is set once, under the lock, when it is unlinked.
@@ -53,7 +56,8 @@
  *
  * Progress: add to an existing key, get and handle add are lock-free (and
  * wait-free but for a thread's first touch of a cell block); insert takes
- * the shard lock; remove takes the shard lock and waits for a grace period.
+ * the shard lock; remove takes the shard lock and waits for a grace period;
+ * handle creation and release take the shard lock.
  *
  * LIMITATIONS
  *
@@ -88,7 +92,6 @@
 #define SLOT_TOMB ((uintptr_t)1)
 #define SLOT_PTR_MASK (((uintptr_t)1 << 48) - 1)
 #define ENTRY_DEAD 0x80000000u
-_Static_assert(ENTRY_DEAD == TALLY__HANDLE_DEAD, "tally.h agrees");
 
 struct entry {
     uint32_t id;                 /* counter id, immutable */
@@ -109,6 +112,8 @@ struct shard {
     _Atomic(struct table *) table; /* NULL until the first insert */
     _Atomic(size_t) live;          /* written under the lock */
     struct table *retired;         /* under the lock */
+    struct tally_handle *handles;  /* this shard's live handles; under the
+                                      lock */
 };
 
 struct tally_map {
@@ -123,13 +128,18 @@ struct tally_map {
 static _Atomic(uint64_t) map_serials;
 
 struct tally_handle {
-    /* First, where tally.h's inline add reads it: state = &entry->refs and
-     * id = entry->id, both immutable while the handle pins entry. id is
-     * copied so that an add needs no load through entry before it can
-     * start on its cell. */
+    /* First, where tally.h's inline add reads it. head.id = entry->id,
+     * immutable while the handle pins entry; copied so that an add needs
+     * no load through entry. head.dead: 0, set to 1 (relaxed, once) by the
+     * remove of entry's key, under the shard's lock. Kept in the handle
+     * rather than read from the entry so that an add loads nothing outside
+     * the handle's line but its cell. */
     struct tally__handle_head head;
     tally_map *map;
     struct entry *entry;
+    struct shard *shard;                 /* entry's shard: immutable */
+    struct tally_handle *next, **pprev;  /* on shard->handles; under the
+                                            shard's lock */
 };
 
 _Static_assert(sizeof(struct shard) % TALLY_CACHE_LINE == 0,
@@ -647,6 +657,11 @@ int tally_map_remove_n(tally_map *m, const void *key, size_t len,
     tally_atomic_store(&sh->live, tally_atomic_load(&sh->live, relaxed) - 1,
                        relaxed);
     tally_atomic_fetch_or(&e->refs, ENTRY_DEAD, relaxed);
+    /* Steer the entry's handles to the key's next life. Relaxed, as the
+     * DEAD bit: see handle_add. O(handles in this shard). */
+    for (struct tally_handle *hd = sh->handles; hd != NULL; hd = hd->next)
+        if (hd->entry == e)
+            tally_atomic_store(&hd->head.dead, 1, relaxed);
     struct table *retired = sh->retired;
     sh->retired = NULL;
     pthread_mutex_unlock(&sh->lock);
@@ -758,8 +773,23 @@ int tally_map_handle_n(tally_map *m, const void *key, size_t len,
     struct shard *sh = shard_of(m, h);
     pthread_mutex_lock(&sh->lock);
     struct entry *e = find_or_create_locked(sh, h, key, len, &err);
-    if (e != NULL)
+    if (e != NULL) {
         tally_atomic_fetch_add(&e->refs, 1, relaxed);
+        hd->map = m;
+        hd->entry = e;
+        hd->shard = sh;
+        hd->head.id = e->id;
+        /* Relaxed: the handle is not shared yet; whoever gets it from the
+         * caller gets it through the caller's own synchronisation. */
+        tally_atomic_store(&hd->head.dead, 0, relaxed);
+        /* Linked under the lock that remove holds when it marks handles,
+         * so a remove either finds this handle or ran before e existed. */
+        hd->next = sh->handles;
+        hd->pprev = &sh->handles;
+        if (sh->handles != NULL)
+            sh->handles->pprev = &hd->next;
+        sh->handles = hd;
+    }
     bool resized = sh->retired != NULL;
     pthread_mutex_unlock(&sh->lock);
     if (resized)
@@ -768,10 +798,6 @@ int tally_map_handle_n(tally_map *m, const void *key, size_t len,
         tally__free(hd);
         return err;
     }
-    hd->map = m;
-    hd->entry = e;
-    hd->head.state = &e->refs;
-    hd->head.id = e->id;
     *out = hd;
     return 0;
 }
@@ -796,11 +822,10 @@ static __attribute__((noinline, cold)) void handle_add_dead(tally_handle *h,
 
 static inline void handle_add(tally_handle *h, int64_t delta)
 {
-    /* Relaxed: DEAD only steers the add to the key's next life; an add
-     * that misses a fresh DEAD still lands in the entry and reaches the
+    /* Relaxed: dead only steers the add to the key's next life; an add
+     * that misses a fresh mark still lands in the entry and reaches the
      * next life through entry_finish. */
-    if (tally_likely(!(tally_atomic_load(h->head.state, relaxed) &
-                       ENTRY_DEAD)))
+    if (tally_likely(!tally_atomic_load(&h->head.dead, relaxed)))
         tally__id_add(h->head.id, delta);
     else
         handle_add_dead(h, delta);
@@ -828,6 +853,12 @@ void tally_handle_release(tally_handle *h)
     if (h == NULL)
         return;
     struct entry *e = h->entry;
+    struct shard *sh = h->shard;
+    pthread_mutex_lock(&sh->lock);
+    *h->pprev = h->next;
+    if (h->next != NULL)
+        h->next->pprev = h->pprev;
+    pthread_mutex_unlock(&sh->lock);
     /* Acq_rel: this handle's adds happen before whoever finishes e. */
     uint32_t old = tally_atomic_fetch_sub(&e->refs, 1, acq_rel);
     if (old == (ENTRY_DEAD | 1))

@@ -795,6 +795,60 @@ static void test_reentry(void)
 /* 9. Handles                                                          */
 /* ------------------------------------------------------------------ */
 
+/* Many handles, several per shard: removes mark exactly the handles of
+ * the removed key (each shard keeps its handles on one list), and releases
+ * in any order leave the list intact. */
+static void test_many_handles(void)
+{
+    enum { KEYS = 256 };
+    tally_map *m;
+    static tally_handle *h[KEYS][2];
+    char key[16];
+    int64_t v;
+
+    CHECK_EQ(tally_map_new(&m), 0);
+    for (int i = 0; i < KEYS; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        CHECK_EQ(tally_map_handle(m, key, &h[i][0]), 0);
+        CHECK_EQ(tally_map_handle(m, key, &h[i][1]), 0);
+        tally_handle_add(h[i][0], i);
+    }
+    /* Release one handle of every third key, from the middle out. */
+    for (int i = 0; i < KEYS; i += 3) {
+        tally_handle_release(h[i][1]);
+        h[i][1] = NULL;
+    }
+    /* Remove the even keys: each returns exactly its own value. */
+    for (int i = 0; i < KEYS; i += 2) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        CHECK_EQ(tally_map_remove(m, key, &v), 0);
+        CHECK_EQ(v, i);
+    }
+    CHECK_EQ(tally_map_size(m), KEYS / 2);
+    /* One more add through every handle left: removed keys come back with
+     * only these adds, kept keys have both. */
+    for (int i = 0; i < KEYS; i++)
+        for (int j = 0; j < 2; j++)
+            if (h[i][j] != NULL)
+                tally_handle_add(h[i][j], 1000);
+    for (int i = 0; i < KEYS; i++) {
+        int64_t want = (h[i][1] != NULL ? 2000 : 1000) + (i % 2 ? i : 0);
+        snprintf(key, sizeof(key), "key-%d", i);
+        CHECK_EQ(get_n(m, key, strlen(key)), want);
+    }
+    CHECK_EQ(tally_map_size(m), KEYS);
+    /* Release the rest, last first; the values stay. */
+    for (int i = KEYS - 1; i >= 0; i--)
+        for (int j = 1; j >= 0; j--)
+            tally_handle_release(h[i][j]);
+    for (int i = 0; i < KEYS; i++) {
+        int64_t want = (i % 3 ? 2000 : 1000) + (i % 2 ? i : 0);
+        snprintf(key, sizeof(key), "key-%d", i);
+        CHECK_EQ(get_n(m, key, strlen(key)), want);
+    }
+    tally_map_free(m);
+}
+
 static void test_handles(void)
 {
     tally_map *m;
@@ -1166,6 +1220,7 @@ int main(void)
     test_visit_stop();
     test_reentry();
     test_handles();
+    test_many_handles();
     test_many_keys();
     test_exited_threads();
     test_out_of_memory();
