@@ -849,6 +849,51 @@ static void test_many_handles(void)
     tally_map_free(m);
 }
 
+/* The thread's remembered key against C strings passed to the library's
+ * copy of tally_map_add (called directly, not through tally.h's inline
+ * form): prefixes, extensions and a remembered key with an embedded NUL
+ * must all miss it; lengths around the inline-compare limit. */
+static void test_cstr_hit_path(void)
+{
+    tally_map *m;
+    char buf[32];
+
+    CHECK_EQ(tally_map_new(&m), 0);
+    CHECK_EQ(tally_map_add_n(m, "ab\0cd", 5, 1), 0); /* remembered now */
+    strcpy(buf, "ab");
+    CHECK_EQ((tally_map_add)(m, buf, 10), 0);       /* not "ab\0cd" */
+    CHECK_EQ(get_n(m, "ab\0cd", 5), 1);
+    CHECK_EQ(get_n(m, "ab", 2), 10);
+    CHECK_EQ((tally_map_add)(m, buf, 10), 0);       /* hit: "ab" */
+    CHECK_EQ(get_n(m, "ab", 2), 20);
+    strcpy(buf, "a");
+    CHECK_EQ((tally_map_add)(m, buf, 100), 0);      /* a prefix */
+    strcpy(buf, "abc");
+    CHECK_EQ((tally_map_add)(m, buf, 1000), 0);     /* an extension */
+    CHECK_EQ((tally_map_add)(m, buf, 1000), 0);
+    strcpy(buf, "");
+    CHECK_EQ((tally_map_add)(m, buf, 5), 0);        /* the empty key */
+    CHECK_EQ((tally_map_add)(m, buf, 5), 0);
+    CHECK_EQ(get_n(m, "a", 1), 100);
+    CHECK_EQ(get_n(m, "ab", 2), 20);
+    CHECK_EQ(get_n(m, "abc", 3), 2000);
+    CHECK_EQ(get_n(m, "", 0), 10);
+    CHECK_EQ(get_n(m, "ab\0cd", 5), 1);
+    CHECK_EQ(tally_map_size(m), 5);
+    /* 16 bytes (the longest remembered inline) and 17 (compared by the
+     * miss path). */
+    for (int len = 16; len <= 17; len++) {
+        memset(buf, 'k', (size_t)len);
+        buf[len] = '\0';
+        for (int i = 0; i < 3; i++)
+            CHECK_EQ((tally_map_add)(m, buf, 1), 0);
+        CHECK_EQ(get_n(m, buf, (size_t)len), 3);
+    }
+    CHECK_EQ((tally_map_add)(m, NULL, 1), -EINVAL);
+    CHECK_EQ((tally_map_add)(NULL, "ab", 1), -EINVAL);
+    tally_map_free(m);
+}
+
 static void test_handles(void)
 {
     tally_map *m;
@@ -1220,6 +1265,7 @@ int main(void)
     test_visit_stop();
     test_reentry();
     test_handles();
+    test_cstr_hit_path();
     test_many_handles();
     test_many_keys();
     test_exited_threads();
