@@ -249,7 +249,8 @@ TALLY_API int tally_map_foreach(tally_map *m, tally_visit_fn fn, void *ctx);
 TALLY_API int tally_map_drain(tally_map *m, tally_visit_fn fn, void *ctx);
 
 /*
- * Handles: resolve a key once, then count at tally_adder speed.
+ * Handles: resolve a key once, then count nearly as fast as a tally_adder
+ * (the same inline add plus one load of the handle's dead flag).
  *
  * tally_map_handle creates the key at 0 if absent. A handle may be used
  * from any number of threads until it is released. If the key is removed
