@@ -358,6 +358,16 @@ static void reclaim_tables(struct shard *sh)
         free_tables(retired);
 }
 
+/* Releases sh's lock, then frees the tables that a resize made under it
+ * replaced (the end of every locked section that may insert). */
+static void unlock_and_reclaim(struct shard *sh)
+{
+    bool resized = sh->retired != NULL;
+    pthread_mutex_unlock(&sh->lock);
+    if (resized)
+        reclaim_tables(sh);
+}
+
 /* ---- new / free ----------------------------------------------------- */
 
 int tally_map_new(tally_map **out)
@@ -416,10 +426,7 @@ static int add_locked(tally_map *m, uint64_t h, const void *key, size_t len,
      * grace period and ids_lock order our add before its final read. */
     if (e != NULL)
         tally__id_add(e->id, delta);
-    bool resized = sh->retired != NULL;
-    pthread_mutex_unlock(&sh->lock);
-    if (resized)
-        reclaim_tables(sh);
+    unlock_and_reclaim(sh);
     return err;
 }
 
@@ -790,10 +797,7 @@ int tally_map_handle_n(tally_map *m, const void *key, size_t len,
             sh->handles->pprev = &hd->next;
         sh->handles = hd;
     }
-    bool resized = sh->retired != NULL;
-    pthread_mutex_unlock(&sh->lock);
-    if (resized)
-        reclaim_tables(sh);
+    unlock_and_reclaim(sh);
     if (e == NULL) {
         tally__free(hd);
         return err;
