@@ -149,11 +149,11 @@ tally__cell *tally__cell_slow(uint32_t id);
 /* Adds delta to a cell the calling thread owns. Nobody else stores to the
  * cell while its owner may add (see the invariants above), so a load and a
  * store cannot lose an add. Relaxed: a cell publishes nothing; readers
- * need only its latest value, which coherence gives them. */
+ * need only its latest value, which coherence gives them. The same code
+ * as tally.h's inline add, which is this function. */
 static inline void tally__cell_add(tally__cell *c, int64_t delta)
 {
-    tally_atomic_store(c, tally_wrap_add(tally_atomic_load(c, relaxed), delta),
-                       relaxed);
+    tally__cell_put(c, delta);
 }
 
 /* The shared slow path: one atomic add on adj(id). */
@@ -181,11 +181,9 @@ static inline tally__cell *tally__cell_of(struct tally__thread *t,
 static inline void tally__id_add_t(struct tally__thread *t, uint32_t id,
                                    int64_t delta)
 {
-    /* Relaxed: only this thread ever stores this slot. */
-    tally__cell *blk =
-        tally_atomic_load(&t->dir[id >> TALLY_CELL_SHIFT], relaxed);
-    if (tally_likely(blk != NULL))
-        tally__cell_add(&blk[id & (TALLY_CELLS_PER_BLOCK - 1)], delta);
+    tally__cell *c = tally__cell_of(t, id);
+    if (tally_likely(c != NULL))
+        tally__cell_add(c, delta);
     else
         tally__id_add_slow(id, delta);
 }
