@@ -484,8 +484,10 @@ static __attribute__((noinline)) int add_miss(tally_map *m, const void *key,
         /* Acquire pairs with the release bump in remove: see above. */
         uint64_t gen = tally_atomic_load(&m->gen, acquire);
         struct entry *e = t->last_entry;
-        if (t->last_map == m->serial && t->last_gen == gen &&
-            entry_is(e, key, len)) {
+        /* The hit path compared short keys already; a short key that
+         * matched (its block was not attached) is found again below. */
+        if (len > SHORT_KEY && t->last_map == m->serial &&
+            t->last_gen == gen && entry_is(e, key, len)) {
             tally__id_add_t(t, e->id, delta);
             tally__rcu_exit(t, outer);
             return 0;
