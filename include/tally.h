@@ -7,6 +7,7 @@
  *   2. tally_counter  one lock-free 64-bit counter, a plain struct
  *   3. tally_adder    a counter whose adds scale with cores
  *   4. tally_map      string-keyed counters (the article's SafeCounter)
+ *   5. inline fast paths for the adds (how they work; not API)
  *
  * Conventions used by every call:
  *
