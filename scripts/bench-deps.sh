@@ -13,6 +13,14 @@ if ! pkg-config --exists liburcu-cds liburcu 2>/dev/null; then
 fi
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 command -v gnuplot >/dev/null 2>&1 || need="$need gnuplot-nox"
+# The store's peers: SQLite (a counter table), Redis INCR (hiredis and the
+# server), and Python prometheus_client's multiprocess mode (scrape cost;
+# Debian's package is for the system /usr/bin/python3).
+pkg-config --exists sqlite3 2>/dev/null || need="$need libsqlite3-dev"
+pkg-config --exists hiredis 2>/dev/null || need="$need libhiredis-dev"
+command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null ||
+    need="$need python3-prometheus-client"
 
 if [ -z "$need" ]; then
     echo "bench-deps: everything is installed"

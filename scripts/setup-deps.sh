@@ -13,6 +13,15 @@ DEPS=(
     "readelf binutils"        # the install test: readelf and nm
     "clang clang"             # tests/fuzz/run.sh: the libFuzzer build
     "- libclang-rt-14-dev"    # libFuzzer's runtime (only a Recommends of clang)
+    # The 'tally' command's optional parts (a build without one leaves out
+    # the subcommand that needs it, and says so); CI tests them all.
+    "- libmicrohttpd-dev"     # tally serve: the HTTP server
+    "- zlib1g-dev"            # tally serve: gzip responses
+    "- libhiredis-dev"        # tally push, get/ls --redis: the Redis client
+    "- libncurses-dev"        # tally top: the terminal view
+    # Servers the end-to-end tests start on loopback ports of their own.
+    "redis-server redis-server"  # tally push tests
+    "promtool prometheus"     # promtool check metrics; the scrape test
 )
 
 need=()
