@@ -7,7 +7,9 @@
  *   2. tally_counter  one lock-free 64-bit counter, a plain struct
  *   3. tally_adder    a counter whose adds scale with cores
  *   4. tally_map      string-keyed counters (the article's SafeCounter)
- *   5. inline fast paths for the adds (how they work; not API)
+ *   5. tally_store    keyed counters in a file that processes share
+ *   6. exposition     Prometheus text and OpenMetrics output
+ *   7. inline fast paths for the adds (how they work; not API)
  *
  * Conventions used by every call:
  *
@@ -65,8 +67,19 @@ extern "C" {
  */
 TALLY_API const char *tally_strerror(int err);
 
-/* The longest key, in bytes, that tally_map accepts. */
+/* The longest key, in bytes, that tally_map and tally_store accept. */
 #define TALLY_KEY_MAX 4096
+
+/*
+ * tally's own error codes, for what no errno value names. Negative, like
+ * the errno values, and far below them; tally_strerror() knows them.
+ */
+#define TALLY_ENOTSTORE (-20001) /* the file is not a tally store */
+#define TALLY_EVERSION (-20002)  /* a store format version this library
+                                    does not read */
+#define TALLY_ELAYOUT (-20003)   /* a store made on a machine of another
+                                    byte order or word size */
+#define TALLY_ECORRUPT (-20004)  /* the store's structure is damaged */
 
 /* ------------------------------------------------------------------ */
 /* 2. tally_counter: one lock-free 64-bit counter                      */
@@ -131,7 +144,7 @@ TALLY_API bool tally_counter_cas(tally_counter *c, int64_t old_value,
  * shared by all adders and map keys). A sum reads one cell per thread
  * that has used tally: a few ns with 2 threads, about 60 ns with 16.
  *
- * tally_adder_add and tally_adder_inc are inline (section 5): once the
+ * tally_adder_add and tally_adder_inc are inline (section 7): once the
  * thread has its cell, an add is a few instructions in the caller.
  *
  * Progress: adds are wait-free after a thread's first add to an adder
@@ -278,7 +291,151 @@ TALLY_API void tally_handle_inc(tally_handle *h);
 TALLY_API void tally_handle_release(tally_handle *h);
 
 /* ------------------------------------------------------------------ */
-/* 5. Inline fast paths                                                */
+/* 5. tally_store: keyed counters in a file that processes share       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A file that any number of processes map at once, each with any number
+ * of threads, holding byte-string keys (0..TALLY_KEY_MAX bytes) with one
+ * 64-bit counter each: the article's SafeCounter across processes. The
+ * conventions are tally_map's: add/inc create a key at 0 first; the _n
+ * variants take any bytes; values wrap in two's complement.
+ *
+ * Adds take no lock and make no system call once the key exists (a
+ * handle add is a few instructions); a key that many CPUs add to at once
+ * gets per-CPU cells, so processes do not fight over one cache line.
+ * Cold keys cost no per-CPU memory.
+ *
+ * Crash safety: a process may be killed (kill -9) at any instant. Every
+ * add whose call returned is in the file; an add in flight counts once
+ * or not at all; a key being created is either absent or whole; the file
+ * stays readable and writable by every other process and by the next one
+ * to open it. No lock is ever held in the file.
+ *
+ * Keys are never removed (docs/design.md says why); tally_store_drain
+ * resets values. The file grows as keys are added and never shrinks, up
+ * to a size limit fixed when it is created; past it, creating a key gives
+ * -ENOSPC while existing keys keep counting.
+ *
+ * A process that forks after opening a store keeps counting into the
+ * same file in parent and child (the mapping is shared); handles and the
+ * tally_store object are usable in the child.
+ *
+ * Counts live in the page cache: they survive any process's death, not
+ * the machine's (the file is not fsync'ed on every add).
+ * docs/store-format.md describes the file.
+ */
+typedef struct tally_store tally_store;
+
+/* Flags for struct tally_store_config. */
+#define TALLY_STORE_CREATE 0x1u   /* create the file when it is absent */
+#define TALLY_STORE_READONLY 0x2u /* map it read-only: reads and foreach
+                                     work, writes give -EROFS */
+
+/* The default size limit: 1 TiB of file (virtual address space is
+ * reserved for it; only what is used takes memory or disk). */
+#define TALLY_STORE_DEFAULT_MAX_BYTES ((uint64_t)1 << 40)
+
+/* Options for tally_store_open. A NULL config means all zero: open an
+ * existing store for reading and writing. */
+struct tally_store_config {
+    unsigned flags;     /* TALLY_STORE_* */
+    unsigned mode;      /* permissions of a created file (the umask
+                           applies); 0: 0644 */
+    uint64_t max_bytes; /* the file's size limit, fixed at creation;
+                           0: TALLY_STORE_DEFAULT_MAX_BYTES. Ignored when
+                           the file exists. */
+};
+
+/* Opens (and with TALLY_STORE_CREATE creates) the store at path. Several
+ * processes racing to create the same path end up sharing one store.
+ * Returns 0, -EINVAL, -ENOENT (absent and not CREATE), -EACCES, -ENOMEM,
+ * -ENOSPC, another negative errno from the system, or TALLY_ENOTSTORE,
+ * TALLY_EVERSION, TALLY_ELAYOUT, TALLY_ECORRUPT for a file it will not
+ * use. Never crashes on a damaged or hostile file. */
+TALLY_API int tally_store_open(tally_store **out, const char *path,
+                               const struct tally_store_config *config);
+/* Unmaps and frees. NULL is a no-op. No other call on s may run at the
+ * same time or later; its handles must be released first. */
+TALLY_API void tally_store_close(tally_store *s);
+
+/* Adds delta to key, creating it at 0 first. 0, -EINVAL, -ENAMETOOLONG,
+ * -EROFS, -ENOSPC (the key was absent and the file is at its limit),
+ * -ENOMEM, or TALLY_ECORRUPT. Adds to an existing key never fail. */
+TALLY_API int tally_store_add(tally_store *s, const char *key,
+                              int64_t delta);
+TALLY_API int tally_store_add_n(tally_store *s, const void *key, size_t len,
+                                int64_t delta);
+TALLY_API int tally_store_inc(tally_store *s, const char *key);
+
+/* The key's value: 0, -ENOENT (*value untouched), -EINVAL,
+ * -ENAMETOOLONG, TALLY_ECORRUPT. */
+TALLY_API int tally_store_get(tally_store *s, const char *key,
+                              int64_t *value);
+TALLY_API int tally_store_get_n(tally_store *s, const void *key, size_t len,
+                                int64_t *value);
+/* The value, 0 when the key is absent or on bad input. */
+TALLY_API int64_t tally_store_value(tally_store *s, const char *key);
+/* The number of keys. */
+TALLY_API size_t tally_store_size(tally_store *s);
+
+/* Calls fn for each key: every key present for the whole call exactly
+ * once, keys created during it at most once. Weakly consistent values,
+ * as tally_map_foreach. Returns 0, fn's non-zero result, -EINVAL or
+ * TALLY_ECORRUPT. fn may call anything on s. */
+TALLY_API int tally_store_foreach(tally_store *s, tally_visit_fn fn,
+                                  void *ctx);
+/* Like foreach, but passes each key's adds since the previous drain (by
+ * any process) and takes them out; keys whose amount is 0 are skipped.
+ * Every add is counted by exactly one drain or stays in the value, with
+ * any number of processes adding and draining. -EROFS when read-only. */
+TALLY_API int tally_store_drain(tally_store *s, tally_visit_fn fn,
+                                void *ctx);
+
+/* Handles: resolve a key once, then add without hashing. */
+typedef struct tally_store_handle tally_store_handle;
+/* Creates the key at 0 if absent. 0 or as tally_store_add. */
+TALLY_API int tally_store_handle_new(tally_store *s, const char *key,
+                                 tally_store_handle **out);
+TALLY_API int tally_store_handle_new_n(tally_store *s, const void *key,
+                                   size_t len, tally_store_handle **out);
+/* Never fails, never blocks, takes no lock, makes no system call. */
+TALLY_API void tally_store_handle_add(tally_store_handle *h, int64_t delta);
+TALLY_API void tally_store_handle_inc(tally_store_handle *h);
+/* NULL is a no-op. */
+TALLY_API void tally_store_handle_release(tally_store_handle *h);
+
+/* What tally_store_info reports. */
+struct tally_store_info {
+    uint64_t file_bytes;     /* the file's size now */
+    uint64_t used_bytes;     /* bytes allocated to the structure */
+    uint64_t max_bytes;      /* the size limit */
+    uint64_t keys;           /* as tally_store_size */
+    uint64_t created_ns;     /* creation time, ns since the Unix epoch */
+    uint8_t id[16];          /* random at creation: a store made again at
+                                the same path has another id */
+    uint32_t format_major, format_minor;
+    uint32_t cpu_cells;      /* per-CPU cells of a contended key */
+};
+TALLY_API int tally_store_info(tally_store *s, struct tally_store_info *out);
+
+/* Checks a store file's whole structure without changing it (what
+ * 'tally check' runs). Calls report (when not NULL) with one line of
+ * text per problem found. Returns 0 when the store is sound,
+ * TALLY_ECORRUPT when a problem was found, or the error that kept it from
+ * opening the file. */
+typedef void (*tally_report_fn)(void *ctx, const char *problem);
+TALLY_API int tally_store_check(const char *path, tally_report_fn report,
+                                void *ctx);
+
+/* ------------------------------------------------------------------ */
+/* 6. Exposition: Prometheus text format and OpenMetrics               */
+/* ------------------------------------------------------------------ */
+
+/* (section written with the exposition writer) */
+
+/* ------------------------------------------------------------------ */
+/* 7. Inline fast paths                                                */
 /* ------------------------------------------------------------------ */
 
 /*

@@ -474,7 +474,9 @@ static void test_reentry(void)
 static void test_strerror(void)
 {
     static const int codes[] = {0,        -EINVAL,  -ENOMEM, -ENOENT,
-                                -ENAMETOOLONG, -EDEADLK};
+                                -ENAMETOOLONG, -EDEADLK, -ENOSPC, -EROFS,
+                                TALLY_ENOTSTORE, TALLY_EVERSION,
+                                TALLY_ELAYOUT, TALLY_ECORRUPT};
     const size_t n = sizeof(codes) / sizeof(codes[0]);
     for (size_t i = 0; i < n; i++) {
         const char *s = tally_strerror(codes[i]);
@@ -484,10 +486,13 @@ static void test_strerror(void)
         for (size_t j = 0; j < i; j++) /* every code has its own text */
             CHECK(strcmp(s, tally_strerror(codes[j])) != 0);
     }
-    static const int unknown[] = {1, -1, EINVAL, -ERANGE, -9999, INT_MIN,
-                                  INT_MAX};
+    /* Positive values, values past the errno range and unused codes near
+     * tally's own are unknown; other errno values get the system's text. */
+    static const int unknown[] = {1, EINVAL, -4096, -9999, -20000, -20005,
+                                  INT_MIN, INT_MAX};
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
         CHECK_STREQ(tally_strerror(unknown[i]), "unknown error");
+    CHECK_STREQ(tally_strerror(-ERANGE), "Numerical result out of range");
 }
 
 int main(void)
