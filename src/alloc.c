@@ -1,5 +1,11 @@
-/* alloc.c - allocation wrappers with a failure-injection hook for tests. */
+/*
+ * alloc.c - allocation wrappers with a failure-injection hook, compiled
+ * only into the tests' build of the library (TALLY_TEST_HOOKS); the
+ * installed libraries use alloc.h's inline calls to the C library.
+ */
 #include "alloc.h"
+
+#if defined(TALLY_TEST_HOOKS)
 
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +61,7 @@ void *tally__aligned_alloc(size_t align, size_t size)
     return p;
 }
 
-void tally__free(void *p)
-{
-    free(p);
-}
+#else
+/* ISO C wants at least one declaration in a translation unit. */
+typedef int tally__alloc_c_is_test_only;
+#endif

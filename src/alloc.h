@@ -1,20 +1,26 @@
 /*
- * alloc.h - every allocation tally makes goes through here, so that tests
- * can make the Nth one fail and check that each failure is handled.
+ * alloc.h - every allocation tally makes goes through here.
+ *
+ * In the installed libraries these are the C library's calls, inline. In
+ * the tests' build of the library (TALLY_TEST_HOOKS, tests/CMakeLists.txt)
+ * they go through src/alloc.c, where a test can make the Nth allocation
+ * fail and check that each failure is handled.
  */
 #ifndef TALLY_ALLOC_H
 #define TALLY_ALLOC_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(TALLY_TEST_HOOKS)
 
 void *tally__malloc(size_t size);
 void *tally__calloc(size_t n, size_t size);
 void *tally__aligned_alloc(size_t align, size_t size); /* zero-filled */
-void tally__free(void *p);
 
 /*
- * Test hook (not in the public header; tests link the static library).
  * After tally__alloc_fail_after(n), the next n allocations succeed and
  * every later one fails, until tally__alloc_fail_after(-1) turns failures
  * off. tally__alloc_count() counts allocation attempts since the start.
@@ -22,5 +28,33 @@ void tally__free(void *p);
  */
 void tally__alloc_fail_after(int64_t n);
 uint64_t tally__alloc_count(void);
+
+#else
+
+static inline void *tally__malloc(size_t size)
+{
+    return malloc(size);
+}
+
+static inline void *tally__calloc(size_t n, size_t size)
+{
+    return calloc(n, size);
+}
+
+static inline void *tally__aligned_alloc(size_t align, size_t size)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, align, size) != 0)
+        return NULL;
+    memset(p, 0, size);
+    return p;
+}
+
+#endif
+
+static inline void tally__free(void *p)
+{
+    free(p);
+}
 
 #endif /* TALLY_ALLOC_H */

@@ -46,7 +46,7 @@ done
 
 step "libtally.so exports only the public tally_ API"
 # -fvisibility=hidden: internal (tally__*) and helper symbols stay inside,
-# except the three that tally.h's inline fast paths use (its section 5).
+# except the three that tally.h's inline fast paths use (its section 7).
 inline_abi='^(tally__dir|tally__adder_add_slow|tally__handle_add_slow)$'
 bad=$(nm -D --defined-only "$libdir/libtally.so" |
       awk -v ok="$inline_abi" '$2 ~ /^[TDBVWR]$/ && $3 !~ ok &&
@@ -62,6 +62,19 @@ for fn in $(grep -o 'TALLY_API[^(]*(' "$prefix/include/tally.h" |
             grep -o 'tally_[a-z0-9_]*($' | tr -d '('); do
     grep -q " T $fn\$" <<<"$exports" ||
         { echo "FAIL: libtally.so does not export $fn" >&2; exit 1; }
+done
+
+step "the installed libraries carry no test hooks"
+# TALLY_TEST_HOOKS code (allocation-failure injection, crash points) is
+# built into the tests' own archive only (CMakeLists.txt: tally_test).
+hooks='tally__alloc_fail_after|tally__alloc_count|tally__crash'
+for lib in libtally.a libtally.so; do
+    syms=$(nm "$libdir/$lib" 2>/dev/null || true)
+    if grep -Eq "$hooks" <<<"$syms"; then
+        echo "FAIL: $lib contains test hooks:" >&2
+        grep -E "$hooks" <<<"$syms" >&2
+        exit 1
+    fi
 done
 
 export PKG_CONFIG_PATH=$libdir/pkgconfig
