@@ -122,6 +122,7 @@ struct tally_map {
      * last entry is valid while the generation it saw is current. */
     _Alignas(TALLY_CACHE_LINE) _Atomic(uint64_t) gen;
     uint64_t serial; /* unique per map for the process's life; never 0 */
+    struct tally__seed seed; /* the hash secret; immutable */
     pthread_mutex_t drain_lock; /* serialises drains and removes' reads */
 };
 
@@ -271,7 +272,7 @@ static void table_place(struct table *tb, struct entry *e, uint64_t h)
 
 /* Makes room for one more key: a new table when the load, tombstones
  * included, would pass 3/4. 0 or -ENOMEM (nothing changed). */
-static int reserve_locked(struct shard *sh)
+static int reserve_locked(tally_map *m, struct shard *sh)
 {
     struct table *old = tally_atomic_load(&sh->table, relaxed);
     size_t live = tally_atomic_load(&sh->live, relaxed);
@@ -289,7 +290,7 @@ static int reserve_locked(struct shard *sh)
             if (s == SLOT_EMPTY || s == SLOT_TOMB)
                 continue;
             struct entry *e = slot_entry(s);
-            table_place(tb, e, tally__hash(e->key, e->len));
+            table_place(tb, e, tally__hash(&m->seed, e->key, e->len));
         }
         /* Readers may still probe old: it stays until a grace period. */
         old->retired_next = sh->retired;
@@ -302,7 +303,8 @@ static int reserve_locked(struct shard *sh)
 
 /* Finds key or creates it at 0; returns the entry or NULL with *err set.
  * Lock held. */
-static struct entry *find_or_create_locked(struct shard *sh, uint64_t h,
+static struct entry *find_or_create_locked(tally_map *m, struct shard *sh,
+                                           uint64_t h,
                                            const void *key, size_t len,
                                            int *err)
 {
@@ -318,7 +320,7 @@ static struct entry *find_or_create_locked(struct shard *sh, uint64_t h,
         tally__free(e);
         return NULL;
     }
-    if ((*err = reserve_locked(sh)) != 0) {
+    if ((*err = reserve_locked(m, sh)) != 0) {
         (void)tally__id_release(e->id);
         tally__free(e);
         return NULL;
@@ -381,6 +383,7 @@ int tally_map_new(tally_map **out)
         pthread_mutex_init(&m->shard[i].lock, NULL);
     pthread_mutex_init(&m->drain_lock, NULL);
     m->serial = tally_atomic_fetch_add(&map_serials, 1, relaxed) + 1;
+    tally__seed_init(&m->seed);
     *out = m;
     return 0;
 }
@@ -420,7 +423,7 @@ static int add_locked(tally_map *m, uint64_t h, const void *key, size_t len,
     struct shard *sh = shard_of(m, h);
     int err = 0;
     pthread_mutex_lock(&sh->lock);
-    struct entry *e = find_or_create_locked(sh, h, key, len, &err);
+    struct entry *e = find_or_create_locked(m, sh, h, key, len, &err);
     /* Under the lock the entry cannot be unlinked, so no read-side
      * section is needed: a remover unlinks after we unlock, and its
      * grace period and ids_lock order our add before its final read. */
@@ -492,7 +495,7 @@ static __attribute__((noinline)) int add_miss(tally_map *m, const void *key,
             tally__rcu_exit(t, outer);
             return 0;
         }
-        h = tally__hash(key, len);
+        h = tally__hash(&m->seed, key, len);
         e = lookup(shard_of(m, h), h, key, len);
         if (tally_likely(e != NULL)) {
             tally__id_add_t(t, e->id, delta);
@@ -504,7 +507,7 @@ static __attribute__((noinline)) int add_miss(tally_map *m, const void *key,
         }
         tally__rcu_exit(t, outer);
     } else {
-        h = tally__hash(key, len);
+        h = tally__hash(&m->seed, key, len);
     }
     return add_slow(m, h, key, len, delta);
 }
@@ -557,7 +560,7 @@ int tally_map_get_n(tally_map *m, const void *key, size_t len, int64_t *value)
         return err;
     if (value == NULL)
         return -EINVAL;
-    uint64_t h = tally__hash(key, len);
+    uint64_t h = tally__hash(&m->seed, key, len);
     struct shard *sh = shard_of(m, h);
     struct tally__thread *t = tally__thread_get();
     struct entry *e;
@@ -615,7 +618,7 @@ static void entry_finish(tally_map *m, struct entry *e)
         tally__free(e);
         return;
     }
-    uint64_t h = tally__hash(e->key, e->len);
+    uint64_t h = tally__hash(&m->seed, e->key, e->len);
     struct shard *sh = shard_of(m, h);
     pthread_mutex_lock(&sh->lock);
     struct entry *now = lookup(sh, h, e->key, e->len);
@@ -629,7 +632,7 @@ static void entry_finish(tally_map *m, struct entry *e)
     /* The shard has a table (e was in it) with at least a quarter of its
      * slots empty; if growing it fails for lack of memory, one more entry
      * still leaves an empty slot, so probes still end. */
-    (void)reserve_locked(sh);
+    (void)reserve_locked(m, sh);
     tally_atomic_store(&e->refs, 1, relaxed);
     table_place(tally_atomic_load(&sh->table, relaxed), e, h);
     tally_atomic_store(&sh->live, tally_atomic_load(&sh->live, relaxed) + 1,
@@ -645,7 +648,7 @@ int tally_map_remove_n(tally_map *m, const void *key, size_t len,
         return err;
     if (tally__rcu_inside())
         return -EDEADLK;
-    uint64_t h = tally__hash(key, len);
+    uint64_t h = tally__hash(&m->seed, key, len);
     struct shard *sh = shard_of(m, h);
 
     pthread_mutex_lock(&sh->lock);
@@ -778,10 +781,10 @@ int tally_map_handle_n(tally_map *m, const void *key, size_t len,
     tally_handle *hd = tally__malloc(sizeof(*hd));
     if (hd == NULL)
         return -ENOMEM;
-    uint64_t h = tally__hash(key, len);
+    uint64_t h = tally__hash(&m->seed, key, len);
     struct shard *sh = shard_of(m, h);
     pthread_mutex_lock(&sh->lock);
-    struct entry *e = find_or_create_locked(sh, h, key, len, &err);
+    struct entry *e = find_or_create_locked(m, sh, h, key, len, &err);
     if (e != NULL) {
         tally_atomic_fetch_add(&e->refs, 1, relaxed);
         hd->map = m;
@@ -821,7 +824,7 @@ static __attribute__((noinline, cold)) void handle_add_dead(tally_handle *h,
                                                             int64_t delta)
 {
     struct entry *e = h->entry;
-    uint64_t hh = tally__hash(e->key, e->len);
+    uint64_t hh = tally__hash(&h->map->seed, e->key, e->len);
     if (add_locked(h->map, hh, e->key, e->len, delta) != 0)
         tally__id_add(h->head.id, delta); /* kept for entry_finish */
 }
