@@ -7,7 +7,7 @@
  *                     tally_map_foreach)
  *   tally_map_handle  handles resolved for every key before timing, then
  *                     tally_handle_inc; mixed's gets go by name
- *   seed_mutex_map    examples/seedmap.c, the article's design: one
+ *   seed_mutex_map    tools/seedmap.c, the article's design: one
  *                     pthread mutex around a hash map (no iteration API,
  *                     so no iterate workload)
  *

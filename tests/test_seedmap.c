@@ -1,5 +1,5 @@
 /*
- * test_seedmap.c - the seed's design (examples/seedmap.c), which the demo
+ * test_seedmap.c - the seed's design (tools/seedmap.c), which the demo
  * and the benchmarks compare against, must itself count exactly.
  */
 #include "seedmap.h"

@@ -51,12 +51,7 @@ expect 0 'incrementing "a b" once' '' demo --threads=3 --key 'a b'
 expect 2 '' '^usage: tally' # no command
 expect 0 '^tally_map +5 ' '' demo --threads 5
 
-# tally bench: one cell of the benchmark (bench/driver.c), counts checked.
-expect 0 '^tally_map,hot,2,1,[0-9.]+,[0-9]+,[0-9.]+,ok,' '' \
-    bench --impl tally_map --workload hot --threads 2 --seconds 0.05 --rep 1
-expect 2 '' '^tally-bench: unknown option --frob$' bench --frob
-expect 2 '' '^tally-bench: option --threads needs a value$' bench --threads
-expect 2 '' '^tally-bench: bad value for --threads: 0$' bench --threads 0
+
 
 usage_error "^tally: unknown command 'frobnicate'$" frobnicate
 usage_error "^tally: unknown option '--frob'$" --frob

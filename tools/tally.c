@@ -23,8 +23,6 @@ static const struct command {
 } commands[] = {
     {"demo", cmd_demo,
      "run the article's program: N threads each add 1 to one key"},
-    {"bench", cmd_bench,
-     "run one benchmark cell (bench/README.md; the matrix: make bench)"},
     {"help", cmd_help, "show this help"},
 };
 

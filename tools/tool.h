@@ -15,10 +15,6 @@ enum { TOOL_OK = 0, TOOL_FAIL = 1, TOOL_USAGE = 2 };
 /* tally demo [--threads N] [--key K]: the article's program. */
 int cmd_demo(int argc, char **argv);
 
-/* tally bench --impl NAME --workload W ...: one cell of the benchmark
- * (bench/driver.c, bench/README.md). */
-int cmd_bench(int argc, char **argv);
-
 /* Prints "tally CMD: MSG" and a usage hint to stderr; returns TOOL_USAGE. */
 int tool_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
