@@ -129,7 +129,8 @@ struct bench_impl {
 extern const struct bench_impl bench_tally_counter, bench_tally_adder,
     bench_c_atomic, bench_c_mutex, bench_percpu_cell,
     bench_thread_cell_store, bench_tally_map, bench_tally_map_handle,
-    bench_seed_mutex_map, bench_urcu_lfht;
+    bench_seed_mutex_map, bench_urcu_lfht, bench_ref_plain_table,
+    bench_ref_xadd_table, bench_ref_inline_table;
 
 /* ---- keys.c: the workloads' deterministic key streams ---------------- */
 

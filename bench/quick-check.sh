@@ -47,6 +47,12 @@ for t in 1 2; do
         cell $impl hot $t
         cell $impl uniform1k $t
     done
+    for impl in ref_plain_table ref_xadd_table ref_inline_table; do
+        cell $impl hot $t
+        cell $impl uniform1k $t
+        cell $impl mixed $t
+        cell $impl zipf1m $t 65536
+    done
     cell tally_map zipf1m $t 65536
     cell tally_map mixed $t
     cell tally_map insert $t

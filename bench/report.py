@@ -41,7 +41,11 @@ TITLES = {
     "memory": "map, 1M keys of 12 bytes inserted by one thread",
 }
 TALLY = ["tally_counter", "tally_adder", "tally_map", "tally_map_handle"]
-REFERENCES = ["percpu_cell", "thread_cell_store"]
+# References: what the hardware or the bare structure allows, never peers.
+REFERENCES = ["percpu_cell", "thread_cell_store", "ref_plain_table",
+              "ref_xadd_table", "ref_inline_table"]
+# tally_map by name is also shown as a ratio to this reference table.
+REF_TABLE = "ref_xadd_table"
 ORDER = TALLY + ["c_atomic", "c_mutex", "seed_mutex_map", "urcu_lfht",
                  "go_atomic", "go_safecounter", "go_syncmap",
                  "java_atomiclong", "java_longadder", "java_chm_longadder"] \
@@ -56,7 +60,8 @@ COLORS = {
     "go_safecounter": "#00a6a6", "go_syncmap": "#6a994e",
     "java_atomiclong": "#e9a000", "java_longadder": "#f77f00",
     "java_chm_longadder": "#f77f00", "percpu_cell": "#444444",
-    "thread_cell_store": "#000000",
+    "thread_cell_store": "#000000", "ref_plain_table": "#000000",
+    "ref_xadd_table": "#444444", "ref_inline_table": "#888888",
 }
 
 
@@ -172,8 +177,10 @@ def markdown(meds, out_dir, charts, nproc):
         "cell's final counts were checked exactly (`check` in "
         "`results.csv`). Protocol: `bench/README.md`. "
         "*Peers* are the alternatives a user would pick; `percpu_cell` and "
-        "`thread_cell_store` are references (per-thread cells that bound "
-        "the hardware), not peers.")
+        "`thread_cell_store` (per-thread cells that bound the hardware) and "
+        "`ref_plain_table`, `ref_xadd_table`, `ref_inline_table` (the "
+        "simplest tables that count by name, preloaded, no insert or remove "
+        "while timed; `bench/README.md`) are references, not peers.")
     add("")
     skipped = os.path.join(out_dir, "skipped.txt")
     if os.path.exists(skipped) and os.path.getsize(skipped) > 0:
@@ -256,6 +263,16 @@ def markdown(meds, out_dir, charts, nproc):
                     else:
                         row.append("—")
                 add("| *%s / %s* | %s |" % (impl, SEED, " | ".join(row)))
+            if REF_TABLE in cells and impl == "tally_map":
+                row = []
+                for t in threads:
+                    s = cells[REF_TABLE].get(t)
+                    if s and t in cells[impl] and s["mops"] > 0:
+                        row.append("%.2fx" % (cells[impl][t]["mops"] / s["mops"]))
+                    else:
+                        row.append("—")
+                add("| *%s / %s (reference)* | %s |" % (impl, REF_TABLE,
+                                                        " | ".join(row)))
         add("")
         if wl == "iterate":
             add("Full passes over all keys per second by the iterating "
