@@ -432,7 +432,173 @@ TALLY_API int tally_store_check(const char *path, tally_report_fn report,
 /* 6. Exposition: Prometheus text format and OpenMetrics               */
 /* ------------------------------------------------------------------ */
 
-/* (section written with the exposition writer) */
+/*
+ * A writer renders counters as Prometheus text format 0.0.4 or as
+ * OpenMetrics 1.0, streamed to a sink of yours (a callback; a FILE *
+ * through tally_expo_sink_file). It formats into a fixed buffer inside
+ * the writer and hands the sink a chunk whenever the buffer fills, so it
+ * allocates nothing per key. Maps and stores are read with their foreach,
+ * which never blocks adds. docs/exposition.md has every format rule.
+ *
+ * Output is a sequence of families: tally_expo_begin writes a family's
+ * # HELP and # TYPE lines, then tally_expo_key / tally_expo_value write
+ * its samples, then the next begin (or tally_expo_finish) ends it.
+ * tally_expo_map, _store, _counter and _adder write a whole family.
+ * tally_expo_finish writes OpenMetrics' "# EOF" and hands the sink the
+ * rest of the buffer: nothing reaches the sink completely until then.
+ *
+ * A family renders the same series in both formats. For a counter named
+ * "requests" or "requests_total" the samples are requests_total{...};
+ * text 0.0.4 names the family requests_total in # HELP/# TYPE, OpenMetrics
+ * names it requests. A gauge's samples carry its name unchanged.
+ *
+ * Names: a metric name matches [a-zA-Z][a-zA-Z0-9_]* (no colon: reserved
+ * for recording rules; no leading underscore: reserved by OpenMetrics);
+ * a label name matches [a-zA-Z_][a-zA-Z0-9_]* and does not start with
+ * "__". HELP text and constant label values are UTF-8.
+ *
+ * Keys become the value of the key label. A key's bytes are shown as
+ * they are, except: a backslash becomes two backslashes, and a NUL byte,
+ * another control character (U+0001-U+001F other than tab and newline,
+ * U+007F) or a byte that is not part of valid UTF-8 becomes \xNN (two
+ * lowercase hex digits). Every key gives a different label value, both
+ * formats stay valid, and a label value with no backslash is exactly its
+ * key. (The format then escapes the label value: \ " and newline.)
+ *
+ * Values are printed exactly, in decimal (-9223372036854775808 and
+ * 9223372036854775807 included, never an exponent). A Prometheus counter
+ * never goes negative: a counter family shows a negative value (a key
+ * that was decremented) as 0 and counts it in tally_expo_stats.clamped;
+ * a gauge family shows the signed value.
+ *
+ * A writer is used by one thread at a time; the counters it reads may
+ * change meanwhile (the values are foreach's: weakly consistent).
+ */
+
+/* The Content-Type of each format, byte for byte as servers send it. */
+#define TALLY_EXPO_CONTENT_TYPE_TEXT "text/plain; version=0.0.4; charset=utf-8"
+#define TALLY_EXPO_CONTENT_TYPE_OPENMETRICS \
+    "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+/* Formats. */
+#define TALLY_EXPO_TEXT 0u        /* Prometheus text format 0.0.4 */
+#define TALLY_EXPO_OPENMETRICS 1u /* OpenMetrics 1.0 */
+
+/* Family types. */
+#define TALLY_EXPO_COUNTER 0u /* samples NAME_total, never negative */
+#define TALLY_EXPO_GAUGE 1u   /* samples NAME, signed */
+
+/* The format's Content-Type (one of the macros above), or NULL for an
+ * unknown format. */
+TALLY_API const char *tally_expo_content_type(unsigned format);
+
+/*
+ * A sink: takes all len bytes of data (len > 0) and returns 0, or returns
+ * a negative errno; the writer then stops (see below). A positive return
+ * counts as -EIO.
+ */
+typedef int (*tally_expo_sink_fn)(void *ctx, const void *data, size_t len);
+
+/* A sink writing to the FILE * given as ctx (fwrite). Returns 0, or the
+ * stream's errno, negated (-EIO when fwrite sets none). */
+TALLY_API int tally_expo_sink_file(void *ctx, const void *data, size_t len);
+
+/* A constant label, written on every sample of its family. */
+struct tally_expo_label {
+    const char *name;  /* a label name (rules above) */
+    const char *value; /* UTF-8; escaped on output */
+};
+
+/* What a family is called and how its samples are labelled. */
+struct tally_expo_family {
+    const char *name;     /* metric name; for a counter, a trailing
+                             "_total" is optional */
+    const char *help;     /* HELP text, not empty (promtool's lint wants
+                             one); escaped on output */
+    unsigned type;        /* TALLY_EXPO_COUNTER (0) or TALLY_EXPO_GAUGE */
+    const char *key_label;  /* the label that carries the key; NULL:
+                               "key" */
+    const struct tally_expo_label *labels; /* constant labels, or NULL */
+    size_t nlabels;
+};
+
+/* What a writer has done so far. */
+struct tally_expo_stats {
+    uint64_t bytes;        /* handed to the sink */
+    uint64_t families;     /* begun */
+    uint64_t samples;      /* written (into the buffer) */
+    uint64_t keys_encoded; /* keys shown with \xNN or a doubled backslash */
+    uint64_t clamped;      /* negative counter values shown as 0 */
+};
+
+typedef struct tally_expo tally_expo;
+
+/* Creates a writer of format (TALLY_EXPO_TEXT or TALLY_EXPO_OPENMETRICS)
+ * that hands its output to sink(ctx, ...). 0, -EINVAL (out or sink NULL,
+ * unknown format) or -ENOMEM. */
+TALLY_API int tally_expo_new(tally_expo **out, unsigned format,
+                             tally_expo_sink_fn sink, void *ctx);
+/* Frees the writer, without flushing: output not yet handed to the sink
+ * (everything after the last full buffer, unless tally_expo_finish ran)
+ * is dropped. NULL is a no-op. */
+TALLY_API void tally_expo_free(tally_expo *w);
+
+/*
+ * Errors of every writing call below. A call that returns -EINVAL,
+ * -EEXIST or -ENOMEM wrote nothing and changed nothing: the writer goes
+ * on as before. A sink error is sticky: the call that made the sink fail
+ * returns its error, and so does every later call (tally_expo_finish
+ * included), without writing or calling the sink again; the output so far
+ * is cut at a chunk boundary. Otherwise, after tally_expo_finish every
+ * writing call returns -EINVAL.
+ */
+
+/* Begins family f, ending the current one: writes its # HELP and # TYPE.
+ * 0, -EINVAL (w or f NULL, an invalid name, empty or NULL help, help or a
+ * label value not UTF-8, an unknown type, a label name used twice or
+ * equal to the key label, or finished), -EEXIST (a family of this writer
+ * already has this name or these sample names), -ENOMEM, or a sink
+ * error. f and its strings are copied: they need not outlive the call. */
+TALLY_API int tally_expo_begin(tally_expo *w,
+                               const struct tally_expo_family *f);
+/* Writes a sample of the current family whose key label is key (len
+ * bytes, any bytes; NULL with len 0 is the empty key). 0, -EINVAL (no
+ * family begun, key NULL with len > 0, finished), -EEXIST (the empty key
+ * when the family already has the sample with no key label, or the empty
+ * key twice: Prometheus sees an empty label as no label), or a sink
+ * error. Other duplicate keys are the caller's to avoid. */
+TALLY_API int tally_expo_key(tally_expo *w, const void *key, size_t len,
+                             int64_t value);
+/* Writes the current family's sample with no key label (its constant
+ * labels only). As tally_expo_key, with -EEXIST when the family already
+ * has it (or the empty key). */
+TALLY_API int tally_expo_value(tally_expo *w, int64_t value);
+/* Ends the output: writes "# EOF" (OpenMetrics) and hands the sink the
+ * rest of the buffer. 0, -EINVAL (w NULL or already finished), or a sink
+ * error. An exposition with no family is valid (empty in text 0.0.4,
+ * "# EOF" alone in OpenMetrics). */
+TALLY_API int tally_expo_finish(tally_expo *w);
+
+/* Whole families: begin f, then one sample per key (tally_map_foreach /
+ * tally_store_foreach) or the one value (no key label). Return begin's
+ * errors, -EINVAL for a NULL source, the foreach's errors (then the
+ * family is cut short), or a sink error. A map's removes wait while
+ * tally_expo_map runs, and so while the sink runs; adds never do. */
+TALLY_API int tally_expo_map(tally_expo *w, const struct tally_expo_family *f,
+                             tally_map *m);
+TALLY_API int tally_expo_store(tally_expo *w,
+                               const struct tally_expo_family *f,
+                               tally_store *s);
+TALLY_API int tally_expo_counter(tally_expo *w,
+                                 const struct tally_expo_family *f,
+                                 const tally_counter *c);
+TALLY_API int tally_expo_adder(tally_expo *w,
+                               const struct tally_expo_family *f,
+                               tally_adder *a);
+
+/* Copies the writer's statistics into *out. 0 or -EINVAL. */
+TALLY_API int tally_expo_stats(const tally_expo *w,
+                               struct tally_expo_stats *out);
 
 /* ------------------------------------------------------------------ */
 /* 7. Inline fast paths                                                */
