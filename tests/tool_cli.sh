@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# tool_cli.sh TALLY - checks the 'tally' command's options, help texts and
-# exit statuses: 0 success, 1 failure, 2 usage error (one line saying what
-# is wrong, then a "Try ..." hint, on stderr, nothing on stdout).
+# tool_cli.sh TALLY - the 'tally' command's options, help texts and usage
+# errors, for every subcommand: --help exits 0 with the usage on stdout;
+# a usage error exits 2 with exactly one line on stderr (what is wrong and
+# where the help is) and nothing on stdout. What the store subcommands do
+# is tool_store.sh's part.
 set -uo pipefail
 
 tally=$1
@@ -30,39 +32,67 @@ expect() {
     matches "$tmp/err" "$err_re" || fail "tally $*: stderr does not match /$err_re/: $(cat "$tmp/err")"
 }
 
-# A usage error: exit 2, nothing on stdout, exactly two lines on stderr.
+# usage_error MSG_REGEX ARGS...: exit 2, nothing on stdout, one line on
+# stderr: the message, then the hint naming the command's help.
 usage_error() {
-    local msg_re=$1
+    local msg_re=$1 cmd
     shift
     expect 2 '' "$msg_re" "$@"
-    [ "$(wc -l <"$tmp/err")" -eq 2 ] || fail "tally $*: want 2 lines on stderr, got: $(cat "$tmp/err")"
-    grep -q "^Try 'tally .*--help'\.$" "$tmp/err" || fail "tally $*: no usage hint"
+    [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "tally $*: want 1 line on stderr, got: $(cat "$tmp/err")"
+    # The hint: "(see 'tally CMD --help')", or "(see 'tally --help')".
+    cmd=$(sed -n "s/^tally \([a-z]*\): .*/\1/p" "$tmp/err")
+    if [ -n "$cmd" ]; then
+        grep -q " (see 'tally $cmd --help')\$" "$tmp/err" || fail "tally $*: no usage hint: $(cat "$tmp/err")"
+    else
+        grep -q " (see 'tally --help')\$" "$tmp/err" || fail "tally $*: no usage hint: $(cat "$tmp/err")"
+    fi
 }
 
+commands="demo help"
+
+# tally itself
 expect 0 '^tally 0\.1\.0$' '' --version
 expect 0 '^usage: tally' '' --help
+expect 0 '^usage: tally' '' -h
 expect 0 '^usage: tally' '' help
-expect 0 '^  demo ' '' help
-expect 0 '^usage: tally demo' '' help demo
-expect 0 '^usage: tally demo' '' demo --help
+expect 0 '^usage: tally' '' help --help
+for c in $commands; do
+    # every command is listed, with its summary
+    expect 0 "^  $c +[a-z]" '' --help
+done
+usage_error "^tally: no command given" # no arguments at all
+usage_error "^tally: unknown command 'frobnicate'" frobnicate
+usage_error "^tally: unknown option '--frob'" --frob
+usage_error "^tally: unknown option '-x'" -x
+usage_error "^tally: unknown command 'nope'" help nope
+usage_error "^tally help: unexpected argument 'ls'" help add ls
+usage_error "^tally help: unknown option '--frob'" help --frob
+# 'tally bench' is gone: the benchmark driver is bench/tally-bench.
+usage_error "^tally: unknown command 'bench'" bench
+
+# every command: --help, -h and 'tally help CMD' print its usage, exit 0;
+# an unknown option is a usage error.
+for c in $commands; do
+    [ "$c" = help ] && continue
+    expect 0 "^usage: tally $c" '' "$c" --help
+    expect 0 "^usage: tally $c" '' "$c" -h
+    expect 0 "^usage: tally $c" '' help "$c"
+    usage_error "^tally $c: unknown option '--frob'" "$c" --frob
+    usage_error "^tally $c: unknown option '-Z'" "$c" -Z
+done
+
+f=$tmp/s.tally
+# tally demo: the article's program in this process (each implementation)
 expect 0 '^tally_counter +5 ' '' demo --threads 5
 expect 0 '^mutex \+ map.* 1 ' '' demo -t 1 -k x
 expect 0 'incrementing "a b" once' '' demo --threads=3 --key 'a b'
-expect 2 '' '^usage: tally' # no command
 expect 0 '^tally_map +5 ' '' demo --threads 5
-
-
-
-usage_error "^tally: unknown command 'frobnicate'$" frobnicate
-usage_error "^tally: unknown option '--frob'$" --frob
-usage_error "^tally: unknown option '-x'$" -x
-usage_error "^tally: unknown command 'nope'$" help nope
-usage_error "^tally demo: unknown option '--frob'$" demo --frob
-usage_error "^tally demo: option '--threads' needs a value$" demo --threads
-usage_error "^tally demo: option '-t' needs a value$" demo -t
-usage_error "^tally demo: unexpected argument 'extra'$" demo extra
+usage_error "^tally demo: option '--threads' needs a value" demo --threads
+usage_error "^tally demo: option '-t' needs a value" demo -t
+usage_error "^tally demo: unexpected argument 'extra'" demo extra
 for bad in 0 -1 100001 abc 10x '' ' 5' 99999999999999999999; do
-    usage_error "^tally demo: --threads wants a number from 1 to 100000, not '$bad'$" demo --threads "$bad"
+    usage_error "^tally demo: --threads wants a number from 1 to 100000, not '$bad'" demo --threads "$bad"
 done
 
 [ "$fails" -eq 0 ] || { echo "$fails checks failed" >&2; exit 1; }
+echo "tool_cli: all checks passed"

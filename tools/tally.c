@@ -1,17 +1,12 @@
 /*
- * tally.c - the 'tally' command: option parsing and subcommand dispatch.
- * Each subcommand lives in its own file (demo.c, ...).
+ * tally.c - the 'tally' command: its own options, the table of
+ * subcommands, and 'tally help'. Each subcommand lives in its own file
+ * (add.c, get.c, ...); tool.h says what they share.
  */
-#include <ctype.h>
-#include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "tally.h"
 #include "tool.h"
 
 static int cmd_help(int argc, char **argv);
@@ -23,7 +18,7 @@ static const struct command {
 } commands[] = {
     {"demo", cmd_demo,
      "run the article's program: N threads each add 1 to one key"},
-    {"help", cmd_help, "show this help"},
+    {"help", cmd_help, "show this help, or a command's"},
 };
 
 static void usage(FILE *f)
@@ -33,7 +28,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: tally [--help] [--version] COMMAND [ARGS]\n"
             "\n"
-            "Exact counters for code where many threads count at once.\n"
+            "Exact counters for code where many threads count at once, and\n"
+            "store files that processes share (FILE below).\n"
             "\n"
             "commands:\n");
     for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
@@ -51,79 +47,36 @@ static const struct command *find_command(const char *name)
     return NULL;
 }
 
-/* tally help [COMMAND] */
+/* tally help [COMMAND]: the usage of tally, or of COMMAND. */
 static int cmd_help(int argc, char **argv)
 {
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
     const struct command *c;
     char *sub[] = {NULL, "--help", NULL};
+    int opt;
 
-    if (argc < 2) {
+    while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (opt != 'h')
+            return tool_bad_option("help", opt, argv);
         usage(stdout);
         return TOOL_OK;
     }
-    if (argc > 2)
-        return tool_usage_error("help", "too many arguments");
-    c = find_command(argv[1]);
+    if (optind == argc) {
+        usage(stdout);
+        return TOOL_OK;
+    }
+    if (argc - optind > 1)
+        return tool_usage_error("help", "unexpected argument '%s'",
+                                argv[optind + 1]);
+    c = find_command(argv[optind]);
     if (c == NULL)
-        return tool_usage_error(NULL, "unknown command '%s'", argv[1]);
-    if (c->run == cmd_help) {
-        usage(stdout);
-        return TOOL_OK;
-    }
-    sub[0] = argv[1];
+        return tool_usage_error(NULL, "unknown command '%s'", argv[optind]);
+    sub[0] = argv[optind];
+    optind = 0; /* a fresh getopt scan for the command */
     return c->run(2, sub);
-}
-
-int tool_usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-
-    fprintf(stderr, cmd ? "tally %s: " : "tally: ", cmd);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry 'tally %s%s--help'.\n", cmd ? cmd : "",
-            cmd ? " " : "");
-    return TOOL_USAGE;
-}
-
-int tool_bad_option(const char *cmd, int opt, char **argv)
-{
-    const char *arg = argv[optind - 1];
-
-    if (opt == ':') {
-        if (optopt != 0 && arg[1] != '-')
-            return tool_usage_error(cmd, "option '-%c' needs a value",
-                                    optopt);
-        return tool_usage_error(cmd, "option '%s' needs a value", arg);
-    }
-    if (optopt != 0)
-        return tool_usage_error(cmd, "unknown option '-%c'", optopt);
-    return tool_usage_error(cmd, "unknown option '%s'", arg);
-}
-
-int tool_parse_long(const char *s, long min, long max, long *out)
-{
-    char *end;
-    long v;
-
-    /* strtol would skip leading blanks; a number starts with its digits. */
-    if (s == NULL || !(isdigit((unsigned char)*s) || *s == '-'))
-        return -1;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-uint64_t tool_now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 int main(int argc, char **argv)
@@ -151,10 +104,8 @@ int main(int argc, char **argv)
             return tool_bad_option(NULL, opt, argv);
         }
     }
-    if (optind >= argc) {
-        usage(stderr);
-        return TOOL_USAGE;
-    }
+    if (optind >= argc)
+        return tool_usage_error(NULL, "no command given");
     c = find_command(argv[optind]);
     if (c == NULL)
         return tool_usage_error(NULL, "unknown command '%s'", argv[optind]);
