@@ -21,6 +21,8 @@
 #   OUT                results dir (default above)
 #   MACHINE            the results folder's tag (default <nproc>core-<cpu>)
 #   IMPLS, WORKLOADS   only these (space-separated names), for partial runs
+#   EXTRAS             the programs run after the matrix (default all:
+#                      "remove map_costs flood store export"; "" for none)
 #   JAVA_OPTS          extra JVM options (default none: the JVM's defaults)
 #
 # Exit status: 0 when every cell ran and every check passed; 1 otherwise
@@ -104,9 +106,18 @@ if [ "$QUICK" = 0 ]; then
         exit 2
     fi
 fi
-cmake --build "$BUILD_DIR" --target tally-bench -j "$NPROC" >"$BUILD_DIR/bench-build.log" 2>&1 ||
-    { cat "$BUILD_DIR/bench-build.log" >&2; log "building tally-bench failed"; exit 2; }
+cmake --build "$BUILD_DIR" --target tally-bench remove_latency map_costs store-bench \
+    -j "$NPROC" >"$BUILD_DIR/bench-build.log" 2>&1 ||
+    { cat "$BUILD_DIR/bench-build.log" >&2; log "building the benchmarks failed"; exit 2; }
 DRIVER=$BIN/tally-bench
+# flood links tally_test, which exists only with the tests (TALLY_BUILD_TESTS)
+HAVE_FLOOD=0
+if [ "$(cache_var TALLY_BUILD_TESTS)" != OFF ] &&
+    cmake --build "$BUILD_DIR" --target flood -j "$NPROC" >>"$BUILD_DIR/bench-build.log" 2>&1; then
+    HAVE_FLOOD=1
+fi
+# the tally command, for 'tally export' / 'tally ls' timings when it has them
+cmake --build "$BUILD_DIR" --target tally -j "$NPROC" >>"$BUILD_DIR/bench-build.log" 2>&1 || true
 
 mkdir -p "$OUT" || exit 2
 # A previous run's files must not pass for this one's.
@@ -304,6 +315,107 @@ for ((r = 1; r <= REPS; r++)); do
         fi
     done <<<"$CELLS"
 done
+
+# ---- the programs beyond the matrix -------------------------------------------
+# Each prints CSV and checks exact counts; quick runs keep them short (they
+# check output and exactness, not speed). bench/README.md describes them.
+EXTRAS=${EXTRAS-remove map_costs flood store export}
+in_list() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
+if [ "$QUICK" = 1 ]; then
+    REMOVE_ARGS=(--seconds 0.05 --config 1,0 --config 2,2)
+    MAP_COSTS_ARGS=(--threads 16 --keys 2000 --runs 3)
+    FLOOD_ARGS=(--keys 64 --min-seconds 0.02)
+    STORE_SECONDS=0.05
+    EXPORT_KEYS=10000
+else
+    REMOVE_ARGS=(--seconds 2)
+    MAP_COSTS_ARGS=(--threads 256 --keys 100000 --runs 7)
+    FLOOD_ARGS=(--keys 8000 --min-seconds 0.3)
+    STORE_SECONDS=$SECONDS_PER_CELL
+    EXPORT_KEYS=1000000
+fi
+rm -f "$OUT"/remove.csv "$OUT"/map_costs.csv "$OUT"/flood.csv "$OUT"/store-raw.csv \
+    "$OUT"/store-export.csv
+
+# extra NAME FILE CMD...: runs CMD into FILE, logs it, notes a failure.
+extra() {
+    local name=$1 file=$2 rc
+    shift 2
+    timeout 900 "$@" >"$file" 2>>"$ERRLOG"
+    rc=$?
+    if [ $rc -eq 77 ]; then
+        echo "$name: $(tail -1 "$ERRLOG")" >>"$SKIPPED"
+        log "$name: skipped ($(tail -1 "$ERRLOG"))"
+        rm -f "$file"
+    elif [ $rc -ne 0 ] || grep -q ',FAIL' "$file"; then
+        STATUS=1
+        log "$name: FAILED (exit $rc) -- see $ERRLOG"
+        tail -3 "$ERRLOG" >&2
+    else
+        log "$name: ok -> $(basename "$file")"
+    fi
+}
+
+if in_list "$EXTRAS" remove; then
+    extra remove_latency "$OUT/remove.csv" "$BIN/remove_latency" "${REMOVE_ARGS[@]}"
+fi
+if in_list "$EXTRAS" map_costs; then
+    extra map_costs "$OUT/map_costs.csv" "$BIN/map_costs" "${MAP_COSTS_ARGS[@]}"
+fi
+if in_list "$EXTRAS" flood; then
+    if [ "$HAVE_FLOOD" = 1 ]; then
+        extra flood "$OUT/flood.csv" "$BIN/flood" "${FLOOD_ARGS[@]}"
+    else
+        echo "flood: skip: needs the tally_test library (TALLY_BUILD_TESTS=ON)" >>"$SKIPPED"
+    fi
+fi
+
+# The store against the other ways to count across processes: every
+# (impl, workload, procs, threads) cell, reps in rounds as above.
+if in_list "$EXTRAS" store; then
+    SRAW=$OUT/store-raw.csv
+    "$BIN/store-bench" --header >"$SRAW"
+    STORE_CELLS=$(
+        "$BIN/store-bench" --list | while IFS=$'\t' read -r name wls st; do
+            if [ "$st" != ok ]; then
+                echo "$name: $st" >>"$SKIPPED"
+                continue
+            fi
+            wanted "$WANT_IMPLS" "$name" || continue
+            for wl in ${wls//,/ }; do
+                for p in 1 2; do for t in 1 2; do echo "$name $wl $p $t"; done; done
+            done
+        done
+    )
+    for ((r = 1; r <= REPS; r++)); do
+        while read -r impl wl p t; do
+            [ -n "$impl" ] || continue
+            out=$(timeout "$limit" "$BIN/store-bench" --impl "$impl" --workload "$wl" \
+                --procs "$p" --threads "$t" --seconds "$STORE_SECONDS" --rep "$r" 2>>"$ERRLOG")
+            rc=$?
+            line=$(printf '%s\n' "$out" | grep "^$impl,$wl,$p,$t,$r,")
+            if [ $rc -ne 0 ] || [ -z "$line" ]; then
+                STATUS=1
+                log "[store rep $r/$REPS] $impl $wl ${p}x${t}: FAILED (exit $rc) -- see $ERRLOG"
+                tail -3 "$ERRLOG" >&2
+                [ -n "$line" ] || line="$impl,$wl,$p,$t,$r,0,0,0,FAIL,missing"
+            else
+                log "[store rep $r/$REPS] $impl $wl ${p}procs x ${t}thr: $(echo "$line" | cut -d, -f8) M/s"
+            fi
+            printf '%s\n' "$line" >>"$SRAW"
+        done <<<"$STORE_CELLS"
+    done
+fi
+if in_list "$EXTRAS" export; then
+    TALLY_CMD=()
+    if "$BUILD_DIR/tools/tally" export --help >/dev/null 2>&1 &&
+        "$BUILD_DIR/tools/tally" ls --help >/dev/null 2>&1; then
+        TALLY_CMD=(--tally "$BUILD_DIR/tools/tally")
+    fi
+    extra store_export "$OUT/store-export.csv" "$BIN/store-bench" --export \
+        --keys "$EXPORT_KEYS" "${TALLY_CMD[@]}"
+fi
+
 echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at end" >>"$OUT/machine.txt"
 
 # ---- report -------------------------------------------------------------------
