@@ -3,10 +3,46 @@
 # cells of the C driver (counter and map workloads, 1 and 2 threads) and
 # fails unless every line has the protocol's format and says "ok".
 # Speed is not judged here; exactness and the output format are.
+#
+# quick-check.sh --store STORE_BENCH - the "store_bench_quick" check: each
+# store-bench implementation on both workloads with 2 processes x 2
+# threads (skipped implementations say so), and the export with few keys.
 set -u
-driver=${1:?usage: quick-check.sh path/to/tally-bench}
 secs=${SECONDS_PER_CELL:-0.05}
 status=0
+
+if [ "${1:-}" = --store ]; then
+    sb=${2:?usage: quick-check.sh --store path/to/store-bench}
+    "$sb" --list | while IFS="$(printf '\t')" read -r impl wls st; do
+        if [ "$st" != ok ]; then
+            echo "skip $impl: $st"
+            continue
+        fi
+        for wl in hot keys1024; do
+            line=$("$sb" --impl "$impl" --workload "$wl" --procs 2 \
+                --threads 2 --seconds "$secs" --rep 1)
+            rc=$?
+            # impl,workload,procs,threads,rep,seconds,ops,mops,check,extra
+            if [ $rc -ne 0 ] || ! printf '%s\n' "$line" | grep -Eq \
+                "^$impl,$wl,2,2,1,[0-9.]+,[1-9][0-9]*,[0-9.]+,ok,"; then
+                echo "FAIL ($rc) $impl $wl: '$line'"
+                exit 1
+            fi
+            echo "$line"
+        done
+    done || status=1
+    "$sb" --export --keys 2000 >/dev/null
+    rc=$?
+    if [ $rc -eq 77 ]; then
+        echo "skip export (tally_store not built)"
+    elif [ $rc -ne 0 ]; then
+        echo "FAIL: store-bench --export exited $rc"
+        status=1
+    fi
+    exit $status
+fi
+
+driver=${1:?usage: quick-check.sh path/to/tally-bench}
 if [ ! -x "$driver" ]; then
     echo "quick-check: $driver is not an executable" >&2
     exit 1
