@@ -238,6 +238,17 @@ TALLY_API int tally_map_remove_n(tally_map *m, const void *key, size_t len,
 /* The number of keys present. */
 TALLY_API size_t tally_map_size(tally_map *m);
 
+/* Waits for a grace period and finishes the work removes and table
+ * growth deferred: late adds (adds that raced with a remove) are moved to
+ * their key's next life, and memory is freed. After it returns, every add
+ * that returned before the call is visible to get, foreach and drain.
+ * Blocking; never needed for exactness. 0, -EINVAL, -EDEADLK (from inside
+ * a foreach or drain callback, which it would wait for), -ENOMEM (some
+ * late adds could not re-create their key; they are kept and retried),
+ * -EIO (the OS no longer lets tally prove grace periods: see
+ * docs/design.md; nothing is freed early). */
+TALLY_API int tally_map_sync(tally_map *m);
+
 /* A visitor: return 0 to go on, non-zero to stop (that value is returned
  * by the call that is visiting). key is valid only during the call. */
 typedef int (*tally_visit_fn)(void *ctx, const void *key, size_t len,

@@ -6,11 +6,16 @@
  * the shared adj(id). Everything about who writes what and what readers
  * see is in cells.h; this file adds only the drain rule.
  *
- * Drain: under drain_lock, read v = value(id), then subtract v from adj.
- * Adds that land between the read and the subtraction are in cells and not
- * in v, so they stay in the value; every add is counted by exactly one
- * drain or by the value left. drain_lock only orders drains among
- * themselves: adds and sums never take it.
+ * Drain: under the adder's drain lock, read v = value(id), then subtract
+ * v from adj. Adds that land between the read and the subtraction are in
+ * cells and not in v, so they stay in the value; every add is counted by
+ * exactly one drain or by the value left. The drain locks only order
+ * drains among themselves: adds and sums never take them.
+ *
+ * The drain locks are a fixed array shared by all adders (picked by id),
+ * not one per adder, so that fork handlers can take them all before a
+ * fork and re-create them in the child: a drain running on another thread
+ * at the fork cannot leave the child's adder locked forever.
  */
 #include "tally.h"
 
@@ -25,8 +30,44 @@ struct tally_adder {
     /* head.id: immutable from new to free. First, where tally.h's inline
      * add reads it. */
     struct tally__adder_head head;
-    pthread_mutex_t drain_lock; /* serialises drains */
 };
+
+#define DRAIN_LOCKS 64
+static pthread_mutex_t drain_locks[DRAIN_LOCKS];
+static pthread_once_t drain_once = PTHREAD_ONCE_INIT;
+
+static void drain_fork_prepare(void)
+{
+    for (unsigned i = 0; i < DRAIN_LOCKS; i++)
+        pthread_mutex_lock(&drain_locks[i]);
+}
+
+static void drain_fork_parent(void)
+{
+    for (unsigned i = DRAIN_LOCKS; i-- > 0;)
+        pthread_mutex_unlock(&drain_locks[i]);
+}
+
+static void drain_fork_child(void)
+{
+    for (unsigned i = 0; i < DRAIN_LOCKS; i++)
+        pthread_mutex_init(&drain_locks[i], NULL);
+}
+
+static void drain_init(void)
+{
+    for (unsigned i = 0; i < DRAIN_LOCKS; i++)
+        pthread_mutex_init(&drain_locks[i], NULL);
+    /* After cells.c's handlers: these locks come before ids_lock. */
+    tally__cells_init();
+    (void)pthread_atfork(drain_fork_prepare, drain_fork_parent,
+                         drain_fork_child);
+}
+
+static pthread_mutex_t *drain_lock(const tally_adder *a)
+{
+    return &drain_locks[a->head.id % DRAIN_LOCKS];
+}
 
 int tally_adder_new(tally_adder **out)
 {
@@ -35,12 +76,12 @@ int tally_adder_new(tally_adder **out)
     tally_adder *a = tally__malloc(sizeof(*a));
     if (a == NULL)
         return -ENOMEM;
+    pthread_once(&drain_once, drain_init);
     int err = tally__id_alloc(&a->head.id);
     if (err != 0) {
         tally__free(a);
         return err;
     }
-    pthread_mutex_init(&a->drain_lock, NULL);
     *out = a;
     return 0;
 }
@@ -52,7 +93,6 @@ void tally_adder_free(tally_adder *a)
     /* The caller guarantees no add is running or will run: the id can go
      * back with its cells zeroed. */
     (void)tally__id_release(a->head.id);
-    pthread_mutex_destroy(&a->drain_lock);
     tally__free(a);
 }
 
@@ -81,9 +121,9 @@ int64_t tally_adder_sum(tally_adder *a)
 
 int64_t tally_adder_drain(tally_adder *a)
 {
-    pthread_mutex_lock(&a->drain_lock);
+    pthread_mutex_lock(drain_lock(a));
     int64_t v = tally__id_read(a->head.id);
     tally__id_sub(a->head.id, v);
-    pthread_mutex_unlock(&a->drain_lock);
+    pthread_mutex_unlock(drain_lock(a));
     return v;
 }

@@ -2,11 +2,12 @@
  * cells.c - thread registry, ids, cells and grace periods (see cells.h for
  * the invariants: who writes which field and what readers can see).
  *
- * Locks, in the order they may be taken:
- *   gp_lock   serialises grace periods.
+ * Locks, in the order they may be taken (after any map shard lock):
+ *   gp_lock   serialises grace-period polls.
  *   ids_lock  guards the id allocator, adj block allocation, the registry
  *             list's insertions, record reuse, exit folds and id releases.
  * Neither is ever taken by an add to a cell that exists, nor by a read.
+ * Both are taken around fork() (fork_prepare) and re-created in the child.
  */
 #include "cells.h"
 
@@ -33,6 +34,9 @@ _Atomic(int) tally__tsan_fence;
 #endif
 bool tally__rcu_need_fence = true;
 _Atomic(uint64_t) tally__rcu_gp = 1;
+_Atomic(uint64_t) tally__rcu_gp_done = 1;
+/* Set (under gp_lock) when no way to fence other threads is left. */
+static bool membarrier_broken;
 
 static pthread_mutex_t ids_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t gp_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -63,19 +67,42 @@ static pthread_key_t exit_key;
 static bool exit_key_ok;
 
 static void thread_exit(void *arg);
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+#if defined(__linux__) && defined(__NR_membarrier) && !defined(TALLY_TSAN)
+#define TALLY_MEMBARRIER 1
+static bool membarrier_global; /* MEMBARRIER_CMD_GLOBAL is available */
+
+static long membarrier(int cmd)
+{
+    return syscall(__NR_membarrier, cmd, 0, 0);
+}
+#endif
 
 static void init(void)
 {
     exit_key_ok = pthread_key_create(&exit_key, thread_exit) == 0;
-#if defined(__linux__) && defined(__NR_membarrier) && !defined(TALLY_TSAN)
+#if defined(TALLY_MEMBARRIER)
     /* ThreadSanitizer cannot see the ordering membarrier() provides, so its
      * builds keep the fence on the read side. */
-    long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    long cmds = membarrier(MEMBARRIER_CMD_QUERY);
     if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
-        syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0,
-                0) == 0)
+        membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0)
         tally__rcu_need_fence = false;
+    membarrier_global = cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL);
 #endif
+    /* Registered before any map's or adder's handlers (they call
+     * tally__cells_init first), so this prepare runs after theirs and
+     * takes gp_lock and ids_lock last, as the lock order wants; the
+     * child handler runs first. */
+    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void tally__cells_init(void)
+{
+    pthread_once(&init_once, init);
 }
 
 static tally__cell *adj_cell(uint32_t id)
@@ -240,26 +267,39 @@ int64_t tally__id_read(uint32_t id)
     }
 }
 
-int tally__id_alloc(uint32_t *out)
+/* Under ids_lock. */
+static int id_alloc_locked(uint32_t *out)
 {
-    int err = 0;
-    uint32_t id = 0;
-    pthread_mutex_lock(&ids_lock);
     if (free_head != 0) {
-        id = free_head - 1;
+        uint32_t id = free_head - 1;
         tally__cell *link = adj_cell(id);
         free_head = (uint32_t)tally_atomic_load(link, relaxed);
         tally_atomic_store(link, 0, relaxed);
-    } else if (next_id >= TALLY_ID_LIMIT) {
-        err = -ENOMEM;
-    } else {
-        err = ensure_adj_block(next_id >> TALLY_CELL_SHIFT);
-        if (err == 0)
-            id = next_id++;
-    }
-    pthread_mutex_unlock(&ids_lock);
-    if (err == 0)
         *out = id;
+        return 0;
+    }
+    if (next_id >= TALLY_ID_LIMIT)
+        return -ENOMEM;
+    int err = ensure_adj_block(next_id >> TALLY_CELL_SHIFT);
+    if (err == 0)
+        *out = next_id++;
+    return err;
+}
+
+int tally__id_alloc(uint32_t *out)
+{
+    pthread_mutex_lock(&ids_lock);
+    int err = id_alloc_locked(out);
+    pthread_mutex_unlock(&ids_lock);
+    return err;
+}
+
+int tally__id_try_alloc(uint32_t *out)
+{
+    if (pthread_mutex_trylock(&ids_lock) != 0)
+        return -EBUSY;
+    int err = id_alloc_locked(out);
+    pthread_mutex_unlock(&ids_lock);
     return err;
 }
 
@@ -288,16 +328,12 @@ int64_t tally__id_release(uint32_t id)
     return v;
 }
 
-/* pthread key destructor: runs on the exiting thread. */
-static void thread_exit(void *arg)
+/* Moves t's cells into adj and detaches its blocks (see cells.h); called
+ * under ids_lock with the fold sequence odd, for a record whose thread
+ * will not add again: an exiting thread (on itself), or in a forked child
+ * a thread that does not exist there. */
+static void fold_record(struct tally__thread *t)
 {
-    struct tally__thread *t = arg;
-    pthread_mutex_lock(&ids_lock);
-    uint64_t s = tally_atomic_load(&fold_seq, relaxed);
-    tally_atomic_store(&fold_seq, s + 1, relaxed);
-    /* Release fence: the odd sequence number is ordered before the moves
-     * below (pairs with the acquire fence in tally__id_read). */
-    tally_atomic_fence(release);
     /* Ids at or beyond next_id were never handed out; every cell below it
      * belongs to a live id or is 0 (release zeroes the cells). */
     for (uint32_t b = 0; b < t->blocks_hi; b++) {
@@ -321,53 +357,189 @@ static void thread_exit(void *arg)
         t->spare = blk;
     }
     t->blocks_hi = 0;
+    tally_atomic_store(&t->rcu_ctr, 0, relaxed);
+    t->last_map = 0;
+    t->streak = 0;
+    tally_atomic_store(&t->in_use, 0, relaxed);
+}
+
+/* pthread key destructor: runs on the exiting thread. */
+static void thread_exit(void *arg)
+{
+    struct tally__thread *t = arg;
+    pthread_mutex_lock(&ids_lock);
+    uint64_t s = tally_atomic_load(&fold_seq, relaxed);
+    tally_atomic_store(&fold_seq, s + 1, relaxed);
+    /* Release fence: the odd sequence number is ordered before the moves
+     * below (pairs with the acquire fence in tally__id_read). */
+    tally_atomic_fence(release);
+    fold_record(t);
     /* Release: ends the fold; pairs with the acquire load in
      * tally__id_read. */
     tally_atomic_store(&fold_seq, s + 2, release);
-    tally_atomic_store(&t->rcu_ctr, 0, relaxed);
-    t->last_map = 0;
-    tally_atomic_store(&t->in_use, 0, relaxed);
     pthread_mutex_unlock(&ids_lock);
     tally__self = NULL;
     tally__dir = NULL;
 }
 
-int tally__rcu_synchronize(void)
+/* ---- grace periods (cells.h) ---------------------------------------- */
+
+uint64_t tally__rcu_cookie(void)
 {
+    /* Acq_rel RMW: release publishes the caller's unlinks to any reader
+     * whose acquire load of the number reads this value or a later one
+     * (every write of the number is an RMW, so they all continue this
+     * release sequence); acquire keeps the caller's later work after it. */
+    return tally_atomic_fetch_add(&tally__rcu_gp, 2, acq_rel) + 2;
+}
+
+/* Runs a full fence on every CPU that runs a thread of this process.
+ * False when no way to do that is left (cells.h). Under gp_lock. */
+static bool fence_everyone(void)
+{
+    if (tally__rcu_need_fence) {
+        tally_atomic_fence(seq_cst); /* pairs with tally__rcu_enter's */
+        return true;
+    }
+#if defined(TALLY_MEMBARRIER)
+    if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+        return true;
+    /* It worked at init, so the registration was lost: register again. */
+    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+        return true;
+    /* The slow system-wide barrier needs no registration. */
+    if (membarrier_global && membarrier(MEMBARRIER_CMD_GLOBAL) == 0)
+        return true;
+#endif
+    membarrier_broken = true;
+    return false;
+}
+
+/* One look (under gp_lock): completes every cookie it can. Returns the
+ * record of a reader that kept cookie open, or NULL when cookie is
+ * complete (or, with *broken, when no grace period can complete). */
+static struct tally__thread *scan(uint64_t cookie, bool *broken)
+{
+    *broken = false;
+    uint64_t done = tally_atomic_load(&tally__rcu_gp_done, relaxed);
+    if (done >= cookie)
+        return NULL;
+    /* Acquire: every cookie up to n was taken (by an acq_rel RMW) before
+     * this load, so the unlinks they cover happen before the fence. */
+    uint64_t n = tally_atomic_load(&tally__rcu_gp, acquire);
+    if (membarrier_broken || !fence_everyone()) {
+        *broken = true;
+        return NULL;
+    }
+    /* After the fence, a reader whose rcu_ctr store we cannot see began
+     * its section after it, and sees every unlink made before n. */
+    uint64_t m = n;
+    struct tally__thread *blocker = NULL;
+    /* Acquire on the head pairs with the release publication of each
+     * record. */
+    for (struct tally__thread *t = tally_atomic_load(&registry, acquire);
+         t != NULL; t = t->next) {
+        /* Acquire pairs with the release store in tally__rcu_exit: the
+         * loads of a section we see ended happen before our caller's
+         * frees. */
+        uint64_t c = tally_atomic_load(&t->rcu_ctr, acquire);
+        if (c != 0 && c < m) {
+            m = c;
+            if (c < cookie)
+                blocker = t;
+        }
+    }
+    if (m > done)
+        /* Release pairs with the acquire load in tally__rcu_done. */
+        tally_atomic_store(&tally__rcu_gp_done, m, release);
+    return blocker;
+}
+
+bool tally__rcu_poll(uint64_t cookie)
+{
+    if (tally__rcu_done(cookie))
+        return true;
+    pthread_once(&init_once, init);
+    if (pthread_mutex_trylock(&gp_lock) != 0)
+        return false;
+    bool broken;
+    struct tally__thread *blocker = scan(cookie, &broken);
+    pthread_mutex_unlock(&gp_lock);
+    return blocker == NULL && !broken;
+}
+
+int tally__rcu_wait(uint64_t cookie)
+{
+    if (tally__rcu_done(cookie))
+        return 0;
     if (tally__rcu_inside())
         return -EDEADLK;
     pthread_once(&init_once, init);
-    pthread_mutex_lock(&gp_lock);
-    uint64_t gp = tally_atomic_load(&tally__rcu_gp, relaxed) + 2;
-    /* Release pairs with the acquire load in tally__rcu_enter: a reader
-     * that starts with the new number sees the caller's unlinks. */
-    tally_atomic_store(&tally__rcu_gp, gp, release);
-#if defined(__linux__) && defined(__NR_membarrier)
-    if (!tally__rcu_need_fence)
-        syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-    else
-#endif
-        tally_atomic_fence(seq_cst); /* pairs with tally__rcu_enter's fence */
-    /* Either a reader's rcu_ctr store is visible to the loads below, or
-     * that reader's section loads come after the fence and so cannot see
-     * what the caller unlinked before calling us. Acquire on the head
-     * pairs with the release publication of each record. */
-    for (struct tally__thread *t = tally_atomic_load(&registry, acquire);
-         t != NULL; t = t->next) {
+    for (;;) {
+        pthread_mutex_lock(&gp_lock);
+        bool broken;
+        struct tally__thread *blocker = scan(cookie, &broken);
+        /* The blocker's section began before cookie; wait for it to end
+         * (its rcu_ctr changes) before looking again. */
+        uint64_t c = blocker != NULL
+                         ? tally_atomic_load(&blocker->rcu_ctr, relaxed)
+                         : 0;
+        pthread_mutex_unlock(&gp_lock);
+        if (broken)
+            return -EIO;
+        if (blocker == NULL)
+            return 0;
         unsigned spins = 0;
-        for (;;) {
-            /* Acquire pairs with the release store in tally__rcu_exit: the
-             * section's loads happen before whatever the caller does
-             * next (typically a free). */
-            uint64_t c = tally_atomic_load(&t->rcu_ctr, acquire);
-            if (c == 0 || c >= gp)
-                break;
+        /* Relaxed: only a hint to look again; scan() re-reads with
+         * acquire. */
+        while (tally_atomic_load(&blocker->rcu_ctr, relaxed) == c) {
             if (++spins < 128)
                 tally_cpu_relax();
             else
                 sched_yield();
         }
     }
+}
+
+int tally__rcu_synchronize(void)
+{
+    if (tally__rcu_inside())
+        return -EDEADLK;
+    return tally__rcu_wait(tally__rcu_cookie());
+}
+
+/* ---- fork (cells.h) -------------------------------------------------- */
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&gp_lock);
+    pthread_mutex_lock(&ids_lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&ids_lock);
     pthread_mutex_unlock(&gp_lock);
-    return 0;
+}
+
+static void fork_child(void)
+{
+    /* One thread now, holding both locks (taken in fork_prepare): no fold,
+     * id operation or grace period was half done at the fork. */
+    struct tally__thread *self = tally__self;
+    uint64_t s = tally_atomic_load(&fold_seq, relaxed);
+    tally_atomic_store(&fold_seq, s + 1, relaxed);
+    for (struct tally__thread *t = tally_atomic_load(&registry, relaxed);
+         t != NULL; t = t->next)
+        if (t != self && tally_atomic_load(&t->in_use, relaxed))
+            fold_record(t); /* a thread of the parent only */
+    tally_atomic_store(&fold_seq, s + 2, relaxed);
+    pthread_mutex_init(&ids_lock, NULL);
+    pthread_mutex_init(&gp_lock, NULL);
+#if defined(TALLY_MEMBARRIER)
+    /* Registration is kept across fork; renewing it costs little. */
+    if (!tally__rcu_need_fence)
+        (void)membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+#endif
 }

@@ -53,26 +53,51 @@
  * a fold ran while they read. Folds are rare (one per thread exit); reads
  * never block anyone.
  *
- * GRACE PERIODS (a small user-space RCU)
+ * GRACE PERIODS (a small user-space RCU, with deferred reclamation)
  *
- * A map remove must know that no add which found the key is still about to
- * store into its cells. Lookups and adds by key run inside a read-side
- * section: the thread stores the current grace-period number into its
- * rcu_ctr on entry and 0 on exit. tally__rcu_synchronize() bumps the number
- * and waits until every thread's rcu_ctr is 0 or the new number.
+ * Lookups and adds by key run inside a read-side section: the thread
+ * stores the current grace-period number (tally__rcu_gp, odd, starting at
+ * 1) into its rcu_ctr on entry and 0 on exit. A writer that unlinks
+ * something takes a cookie (tally__rcu_cookie: an acq_rel fetch_add of 2
+ * on the number, so every cookie is a fresh odd number) and may reclaim
+ * the thing once tally__rcu_poll(cookie) is true: every section that could
+ * have seen it has ended. Writers never wait for readers unless they ask
+ * to (tally__rcu_wait), and one poll completes every cookie issued before
+ * it, so any number of removes share one grace period.
  *
- * The read side must order its rcu_ctr store before its loads of the map,
- * against the writer's unlink before its loads of rcu_ctr (a store-load
- * pattern, which needs a full fence on both sides). Where the kernel offers
- * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), the reader's fence becomes
- * a compiler barrier and the writer runs membarrier(), which executes a
- * full fence on every CPU running a thread of this process: reads cost
- * nothing and the (rare) writer pays a system call. Elsewhere, and in
- * ThreadSanitizer builds, both sides use seq_cst fences.
+ * Why a reader whose rcu_ctr is >= a cookie cannot see what was unlinked
+ * before that cookie was taken: the reader got its number with an
+ * acquire load that read the cookie's fetch_add or a later one (all
+ * writes of the number are RMWs, so they form one release sequence), so
+ * the unlink happens before the reader's section.
+ *
+ * A poll (under gp_lock) reads the number N, runs a full fence on every
+ * CPU that runs a thread of the process (membarrier), then reads every
+ * thread's rcu_ctr; with m = the least non-zero rcu_ctr seen (or N), every
+ * cookie <= m is complete (tally__rcu_done). The store-load pattern (the
+ * reader stores rcu_ctr then loads the map; the writer unlinks then loads
+ * rcu_ctr) needs a full fence on both sides: membarrier supplies the
+ * reader's, so reads cost no fence. Where the kernel lacks
+ * MEMBARRIER_CMD_PRIVATE_EXPEDITED, and in ThreadSanitizer builds, both
+ * sides use seq_cst fences. If membarrier fails after it worked (it should
+ * not: registration survives fork), the poll re-registers and retries,
+ * then falls back to MEMBARRIER_CMD_GLOBAL; if that fails too, no grace
+ * period completes from then on: nothing is ever freed early, and
+ * tally__rcu_wait returns -EIO instead of waiting forever.
+ *
+ * FORK
+ *
+ * pthread_atfork handlers take gp_lock and ids_lock before a fork, release
+ * them in the parent, and in the child re-create them and forget every
+ * other thread: their cells are folded into adj (as at a thread exit),
+ * their rcu_ctr cleared and their records freed for reuse. The child's
+ * counts are then the parent's at the fork, and no grace period in the
+ * child waits for a thread that does not exist there.
  *
  * Progress: adds to a cell are wait-free; id reads are lock-free (they
  * retry only when a thread exits during the read); read-side sections are
- * wait-free; synchronize blocks until current readers leave.
+ * wait-free; polls never wait (they give up when another poll runs);
+ * tally__rcu_wait blocks until current readers leave.
  */
 #ifndef TALLY_CELLS_H
 #define TALLY_CELLS_H
@@ -101,8 +126,10 @@ struct tally__thread {
     _Alignas(TALLY_CACHE_LINE) _Atomic(uint64_t) rcu_ctr;
     /* The owner's last map key (map.c): owner only. */
     uint64_t last_map;       /* the map's serial number, 0: none */
-    uint64_t last_gen;       /* the map's remove generation then */
-    void *last_entry;
+    uint64_t last_gen;       /* the map's generation then */
+    void *last_entry;        /* map.c's record of the key (its slot) */
+    uint64_t last_hash;      /* that key's hash */
+    uint32_t streak;         /* consecutive adds to that key (map.c) */
     /* Blocks of earlier owners, all zero, kept for reuse (cell 0 links
      * them); owner only, or the exit fold on the owner's thread. */
     tally__cell *spare;
@@ -132,6 +159,10 @@ extern bool tally__rcu_need_fence;
 
 /* The grace-period number; odd, starts at 1, bumped by 2. */
 extern _Atomic(uint64_t) tally__rcu_gp;
+
+/* Sets up the registry, membarrier and the fork handlers, once. Modules
+ * with fork handlers of their own call it before registering them. */
+void tally__cells_init(void);
 
 /* Registers the calling thread if needed; NULL only when out of memory. */
 struct tally__thread *tally__thread_get_slow(void);
@@ -199,6 +230,9 @@ static inline void tally__id_add(uint32_t id, int64_t delta)
 
 /* Allocates an id whose value is 0. 0 or -ENOMEM. */
 int tally__id_alloc(uint32_t *id);
+/* The same, but gives up with -EBUSY instead of waiting for the id lock
+ * (for callers that must not block, such as an add). */
+int tally__id_try_alloc(uint32_t *id);
 /* Returns id's final value and gives the id back. The caller guarantees
  * that no thread adds to id any more, and none will until it is handed
  * out again. */
@@ -216,16 +250,16 @@ static inline bool tally__rcu_enter(struct tally__thread *t)
 {
     if (tally_atomic_load(&t->rcu_ctr, relaxed) != 0)
         return false;
-    /* Acquire pairs with the release store of a new grace-period number
-     * in tally__rcu_synchronize(): a reader that sees the new number also
-     * sees every unlink made before it, and is not waited for. */
+    /* Acquire pairs with the acq_rel fetch_add in tally__rcu_cookie(): a
+     * reader that sees a cookie's number (or a later one) also sees every
+     * unlink made before that cookie was taken, and is not waited for. */
     uint64_t gp = tally_atomic_load(&tally__rcu_gp, acquire);
     tally_atomic_store(&t->rcu_ctr, gp, relaxed);
     /* The store above must be visible before the loads of the section.
      * With membarrier, the writer's membarrier() supplies the fence on
      * this CPU; a compiler barrier keeps the order in program text. */
     if (tally__rcu_need_fence)
-        tally_atomic_fence(seq_cst); /* pairs with the fence in synchronize */
+        tally_atomic_fence(seq_cst); /* pairs with the fence in a poll */
     else
         tally_compiler_barrier();
     return true;
@@ -235,15 +269,40 @@ static inline void tally__rcu_exit(struct tally__thread *t, bool outer)
 {
     if (!outer)
         return;
-    /* Release: every load of the section happens before a waiting
-     * writer's acquire load of 0 in synchronize, so the writer frees
-     * nothing this section still reads. */
+    /* Release: every load of the section happens before a poll's acquire
+     * load of 0 (or of a later section's number), so nothing this section
+     * still reads is freed. */
     tally_atomic_store(&t->rcu_ctr, 0, release);
 }
 
-/* Waits until every read-side section that began before the call has
- * ended. 0, or -EDEADLK when called from inside a section (it would wait
- * for itself). Blocking. */
+/* The number every section-free reclaimer compares with. */
+extern _Atomic(uint64_t) tally__rcu_gp_done;
+
+/* A cookie for what the caller unlinked before this call (see above). */
+uint64_t tally__rcu_cookie(void);
+
+/* Whether cookie's grace period is known to be complete; never waits,
+ * makes no system call. */
+static inline bool tally__rcu_done(uint64_t cookie)
+{
+    /* Acquire pairs with the release store in the poll that completed it:
+     * every section that could see the unlinked thing ended before. */
+    return tally_atomic_load(&tally__rcu_gp_done, acquire) >= cookie;
+}
+
+/* Tries to complete cookie's grace period without waiting: true when it
+ * is complete. Costs a membarrier() when it has to look; gives up (false)
+ * when another thread is polling. Callable anywhere, even inside a
+ * read-side section (that section then keeps newer cookies open). */
+bool tally__rcu_poll(uint64_t cookie);
+
+/* Waits until cookie's grace period is complete. 0, -EDEADLK when called
+ * from inside a section (it would wait for itself), -EIO when grace
+ * periods can no longer be proven (membarrier broke; see above).
+ * Blocking. */
+int tally__rcu_wait(uint64_t cookie);
+
+/* tally__rcu_wait(tally__rcu_cookie()). */
 int tally__rcu_synchronize(void);
 
 /* True when the calling thread is inside a read-side section. */

@@ -3,233 +3,177 @@
  *
  * HOW IT WORKS
  *
- * A map is 64 shards, picked by the top bits of the key's hash. A shard
- * holds an open-addressing table (linear probing, power-of-two size) of
- * slots. A slot is 0 (empty), TOMB (a removed key; probing goes on past
- * it) or a pointer to an entry with 16 bits of the hash packed into its
- * unused top bits, so a probe rarely touches an entry whose key differs.
- * An entry holds the key's bytes and the key's counter id: the key's count
- * lives in per-thread cells exactly like a tally_adder's (cells.h), so adds
- * to one hot key from many threads write no shared cache line.
+ * A map is 64 shards, picked by the top bits of the key's hash (hash.h:
+ * keyed by a secret per map). A shard holds an open-addressing table
+ * (linear probing) of 32-byte slots, two per cache line. A slot holds the
+ * key itself when it has at most 16 bytes (a pointer to a heap copy
+ * otherwise), the key's count, and a meta word with its state, length and
+ * 24 bits of its hash (map.h). So adding to a cold key by name is: hash,
+ * one probe that usually touches one cache line, compare, and one atomic
+ * add on that same line. No entry, no per-thread cell, no lock.
+ *
+ * Hot keys. A key that threads fight over (its count CAS fails often: a
+ * few failures within a window of adds) or that one thread adds to many
+ * times in a row becomes HOT: it gets a counter id, and from then on each
+ * thread adds to its own per-thread cell for that id (cells.h), as a
+ * tally_adder does: a plain load and store, no shared cache line. Its
+ * value is then the slot's count plus the sum of its cells. Only hot keys
+ * cost per-thread memory, so a map of many keys used by many threads
+ * costs slots, not threads x keys cells. Handles make their key HOT.
+ *
+ * Each thread remembers the last key it added to (its slot, with the map's
+ * serial number and generation): adding to the same key again compares
+ * the key with the remembered slot's and skips hashing and probing.
  *
  * Invariants (who writes what):
- *   - shard->lock is held by every writer of a shard: insert, remove,
- *     resize, handle creation. Adds to existing keys, gets, foreach and
- *     drain never take it.
- *   - A slot goes 0 -> entry (insert), entry -> TOMB (remove), TOMB ->
- *     entry (insert reusing it), all under the lock. A live entry never
- *     moves within a table: only a resize moves it, into a new table.
- *   - A table is never changed after a resize replaced it; the old one is
- *     kept on shard->retired until a grace period has passed.
- *   - shard->handles lists the live handles of the shard's keys; linked at
- *     creation, unlinked at release, walked by remove (which marks the
- *     removed entry's handles dead), all under the lock.
- *   - An entry's id, len and key bytes are immutable while it is reachable.
- *     Its refs count the table's link (1 while in a table) plus handles;
- *     DEAD is set once, under the lock, when it is unlinked.
- *   - The table has at least one empty slot (load, tombstones included,
- *     is at most 3/4), so a probe always ends.
+ *   - shard->lock is held by every writer of a shard's structure: insert,
+ *     remove, rebuild, promotion to HOT, handles, settling. Adds to
+ *     existing keys, gets, foreach and cold drains never take it (a drain
+ *     takes it briefly per HOT key).
+ *   - A slot goes EMPTY -> LIVE (insert), LIVE -> TOMB (remove), TOMB ->
+ *     DEAD (settled, a grace period later), DEAD -> LIVE (insert reusing
+ *     it), all under the lock; adders change only the contention bits of
+ *     a LIVE cold slot's meta (CAS). A LIVE key never moves within a
+ *     table: a rebuild copies it into a new table.
+ *   - A slot's count changes only by atomic RMWs: adds (CAS, or fetch_add
+ *     after a failed CAS), and the exchanges of remove, drain and
+ *     settling. So every amount is in exactly one place at any time.
+ *   - After a rebuild the old table keeps the counts that adders put
+ *     there (adders that loaded it before the new one was published may
+ *     still add to it); its LIVE keys are also in the new table, count 0.
+ *     The new table's older field links the old one until the shard has
+ *     moved those counts into the current table (a grace period later,
+ *     under the settle sequence). A key's value is therefore
+ *         count in the current table
+ *       + counts in the tables still on its older chain
+ *       + the sum of its cells, when HOT.
+ *   - No key sits more than the table's cap (128) slots past its home: a
+ *     probe ends at an EMPTY slot or after cap + 1 slots (map_table.c).
  *
  * What a reader can see: a reader (a lookup inside a read-side section,
- * cells.h) loads the shard's table and probes it. It may find an entry
- * that is being removed, or miss one being inserted; it never sees freed
- * memory, because entries and tables are freed only after a grace period
- * that began after they were unlinked.
+ * cells.h) loads the shard's table and probes it. It may find a key that
+ * is being removed, or miss one being inserted; it never sees freed
+ * memory or a reused slot, because tables, long keys and TOMB slots are
+ * freed or reused only after a grace period that began after they were
+ * unlinked. Reads that sum a key over several tables (get, foreach) retry
+ * when the shard's settle sequence moved during the read, so a settle
+ * moving a count from an old table to the current one is never counted
+ * twice or not at all.
  *
  * Ordering:
- *   - Inserting publishes a fully built entry with a release store of its
- *     slot; readers load slots with acquire. A resize publishes the filled
- *     new table with a release store of shard->table; readers load it with
- *     acquire.
- *   - Unlinking a slot is a relaxed store: it publishes nothing, and the
- *     grace period that follows supplies the fence that orders it before
- *     the remover's reads of the cells (cells.c, tally__rcu_synchronize).
+ *   - Inserting publishes the slot's key and count with a release store
+ *     of meta; readers load meta with acquire. A rebuild publishes the
+ *     filled table with a release store of shard->table; readers load it
+ *     with acquire.
+ *   - Remove and rebuild bump the map's generation (release RMW) after
+ *     they unlink and before they take the cookie of their grace period:
+ *     see "the remembered slot" below.
+ *   - Counts and cells are relaxed: they publish nothing (tally.h: a
+ *     counter orders no other memory).
  *
- * Remove: unlink under the lock, wait a grace period (every add that found
- * the entry has then finished), then take the key's final value from its
- * cells and give the id back. If handles still point at the entry, the id
- * stays with it: the value read is subtracted, and what handle adds leave
- * there afterwards reaches the key's next life when the last handle goes.
+ * Remove: under the lock, exchange the key's counts (current table and
+ * older chain) with 0, and take a HOT key's cell sum out of its id (read,
+ * then subtract it from the id's shared word, as a drain does): that is
+ * the value returned. The slot becomes TOMB and a deferred record is
+ * pushed with a fresh grace-period cookie. Adds that found the key before
+ * the remove may still land in the TOMB slot (or the id's cells); once the
+ * grace period has passed, settling moves what they left to the key's
+ * next life (creating the key again if it is absent) and the slot becomes
+ * DEAD. A remove never waits for a grace period: removes share them, and a
+ * preempted adder only delays when late adds reach the next life and when
+ * memory is freed.
  *
- * Drain and remove both "read the value, then take it out" under
- * m->drain_lock, so no amount is counted by both.
+ * Drain exchanges counts with 0 (no lock), and takes a HOT key's cell sum
+ * under the shard lock, so that remove, drain and settling never count an
+ * amount twice: every add is counted exactly once by a remove, a drain, a
+ * settle into the next life, or the value left.
  *
- * Progress: add to an existing key, get and handle add are lock-free (and
- * wait-free but for a thread's first touch of a cell block); insert takes
- * the shard lock; remove takes the shard lock and waits for a grace period;
- * handle creation and release take the shard lock.
+ * Progress: add to an existing key, get, foreach and handle adds are
+ * lock-free (wait-free but for a thread's first touch of a cell block and
+ * the retry of a read that raced with a settle); creating a key takes the
+ * shard lock; remove takes the shard lock and never waits for readers;
+ * drain takes the shard lock per HOT key; tally_map_sync waits for a
+ * grace period.
+ *
+ * Fork: pthread_atfork handlers take every map's shard locks (through a
+ * registry of maps) before a fork and re-create them in the child; cells.c
+ * forgets the parent's other threads in the child.
  *
  * LIMITATIONS
  *
- *   - foreach and drain run inside one read-side section, so a remove on
- *     another thread waits until they finish, and their callback must not
- *     remove keys (-EDEADLK).
+ *   - Late adds (those that raced with a remove) reach the key's next
+ *     life only once a grace period has passed and the shard settles: at
+ *     the shard's next insert, remove or handle call, the next foreach or
+ *     drain, or tally_map_sync. Until then get, foreach and drain do not
+ *     see them.
  *   - A key removed and created again while a foreach runs may be visited
  *     in both lives (two separate counts, each counted once).
- *   - Every remove waits for its own grace period (a membarrier() call and
- *     a scan of the thread records: about 3-4 us on the 2-core machine,
- *     tests/churn_map). A thread preempted inside a read-side section (an
- *     add by key) holds grace periods up until it runs again, so with more
- *     busy threads than cores a remove can take milliseconds. Adds never
- *     wait for removes.
+ *   - Handle creation and release take the shard lock, and remove walks
+ *     the shard's handles: O(handles in the shard).
  */
-#include "tally.h"
+#include "map.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stddef.h>
-#include <pthread.h>
 #include <string.h>
 
 #include "alloc.h"
-#include "cells.h"
-#include "hash.h"
 
-#define SHARD_BITS 6
-#define NSHARDS (1u << SHARD_BITS)
-#define MIN_SLOTS 16u
+_Static_assert(offsetof(struct tally_handle, head) == 0, "tally.h layout");
 
-#define SLOT_EMPTY ((uintptr_t)0)
-#define SLOT_TOMB ((uintptr_t)1)
-#define SLOT_PTR_MASK (((uintptr_t)1 << 48) - 1)
-#define ENTRY_DEAD 0x80000000u
-
-struct entry {
-    uint32_t id;                 /* counter id, immutable */
-    uint32_t len;                /* key length, immutable */
-    _Atomic(uint32_t) refs;      /* table link + handles, | ENTRY_DEAD */
-    unsigned char key[];         /* len bytes */
-};
-
-struct table {
-    size_t mask;                 /* slots - 1 */
-    size_t used;                 /* live + tombstones; under the lock */
-    struct table *retired_next;  /* link on shard->retired */
-    _Atomic(uintptr_t) slot[];
-};
-
-struct shard {
-    _Alignas(TALLY_CACHE_LINE) pthread_mutex_t lock;
-    _Atomic(struct table *) table; /* NULL until the first insert */
-    _Atomic(size_t) live;          /* written under the lock */
-    struct table *retired;         /* under the lock */
-    struct tally_handle *handles;  /* this shard's live handles; under the
-                                      lock */
-};
-
-struct tally_map {
-    struct shard shard[NSHARDS];
-    /* Bumped by every remove before it unlinks: a thread's remembered
-     * last entry is valid while the generation it saw is current. */
-    _Alignas(TALLY_CACHE_LINE) _Atomic(uint64_t) gen;
-    uint64_t serial; /* unique per map for the process's life; never 0 */
-    struct tally__seed seed; /* the hash secret; immutable */
-    pthread_mutex_t drain_lock; /* serialises drains and removes' reads */
-};
+/* A shard polls for a grace period (a membarrier) once this many records
+ * wait, so that removes pay for one in a batch. */
+#define POLL_BATCH 32u
+/* Contention: this many failed CASes on a cold key's count within a
+ * window of this many adds (the low bits of the count) make it HOT. */
+#define CONTENTION_FAILS 4u
+#define CONTENTION_WINDOW 1024u
+/* One thread adding to the same cold key this many times in a row makes
+ * it HOT. */
+#define STREAK_HOT 64u
 
 static _Atomic(uint64_t) map_serials;
 
-struct tally_handle {
-    /* First, where tally.h's inline add reads it. head.id = entry->id,
-     * immutable while the handle pins entry; copied so that an add needs
-     * no load through entry. head.dead: 0, set to 1 (relaxed, once) by the
-     * remove of entry's key, under the shard's lock. Kept in the handle
-     * rather than read from the entry so that an add loads nothing outside
-     * the handle's line but its cell. */
-    struct tally__handle_head head;
-    tally_map *map;
-    struct entry *entry;
-    struct shard *shard;                 /* entry's shard: immutable */
-    struct tally_handle *next, **pprev;  /* on shard->handles; under the
-                                            shard's lock */
-};
+/* ---- the registry of maps, for fork ---------------------------------- */
 
-_Static_assert(sizeof(struct shard) % TALLY_CACHE_LINE == 0,
-               "shards must not share cache lines");
-_Static_assert(sizeof(struct entry) == 12, "entry header is 12 bytes");
-_Static_assert(offsetof(struct tally_handle, head) == 0, "tally.h layout");
+static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
+static tally_map *maps; /* under maps_lock */
+static pthread_once_t maps_once = PTHREAD_ONCE_INIT;
 
-/* ---- slots ---------------------------------------------------------- */
-
-static inline uintptr_t slot_tag(uint64_t h)
+/* Lock order: maps_lock, then shard locks (one map after another), then
+ * cells.c's gp_lock and ids_lock (whose handlers run after these). */
+static void maps_prepare(void)
 {
-    return (uintptr_t)((h >> 32) & 0xffff) << 48;
+    pthread_mutex_lock(&maps_lock);
+    for (tally_map *m = maps; m != NULL; m = m->reg_next)
+        for (unsigned i = 0; i < NSHARDS; i++)
+            pthread_mutex_lock(&m->shard[i].lock);
 }
 
-static inline struct entry *slot_entry(uintptr_t s)
+static void maps_parent(void)
 {
-    return (struct entry *)(s & SLOT_PTR_MASK);
+    for (tally_map *m = maps; m != NULL; m = m->reg_next)
+        for (unsigned i = NSHARDS; i-- > 0;)
+            pthread_mutex_unlock(&m->shard[i].lock);
+    pthread_mutex_unlock(&maps_lock);
 }
 
-static inline struct shard *shard_of(tally_map *m, uint64_t h)
+static void maps_child(void)
 {
-    return &m->shard[h >> (64 - SHARD_BITS)];
+    for (tally_map *m = maps; m != NULL; m = m->reg_next)
+        for (unsigned i = 0; i < NSHARDS; i++)
+            pthread_mutex_init(&m->shard[i].lock, NULL);
+    pthread_mutex_init(&maps_lock, NULL);
 }
 
-/* Key comparison without a call for the short keys counters use: two
- * (possibly overlapping) word compares cover 4..16 bytes. */
-#define SHORT_KEY 16
-
-/* Whether the len (<= SHORT_KEY) bytes at a and b are equal. */
-static inline bool short_key_equal(const unsigned char *a,
-                                   const unsigned char *b, size_t len)
+static void maps_init(void)
 {
-    if (len >= 8)
-        return tally__read64(a) == tally__read64(b) &&
-               tally__read64(a + len - 8) == tally__read64(b + len - 8);
-    if (len >= 4)
-        return tally__read32(a) == tally__read32(b) &&
-               tally__read32(a + len - 4) == tally__read32(b + len - 4);
-    /* 0..3 bytes: indices 0, len / 2 and len - 1 cover them all. */
-    return len == 0 || (a[0] == b[0] && a[len / 2] == b[len / 2] &&
-                        a[len - 1] == b[len - 1]);
+    tally__cells_init(); /* its handlers first: see cells.c */
+    (void)pthread_atfork(maps_prepare, maps_parent, maps_child);
 }
 
-static inline bool entry_is(const struct entry *e, const void *key,
-                            size_t len)
-{
-    if (e->len != len)
-        return false;
-    if (len <= SHORT_KEY)
-        return short_key_equal(e->key, key, len);
-    return memcmp(e->key, key, len) == 0;
-}
-
-/* Probes tb for key; returns the slot index (and the entry it held when
- * probed, in *found) or -1. Safe for readers in a read-side section and
- * for the lock holder. */
-static inline ptrdiff_t probe(const struct table *tb, uint64_t h,
-                              const void *key, size_t len,
-                              struct entry **found)
-{
-    uintptr_t tag = slot_tag(h);
-    for (size_t i = (size_t)h & tb->mask;; i = (i + 1) & tb->mask) {
-        /* Acquire pairs with the release store that published the entry
-         * (insert_locked): its key bytes and id are visible. */
-        uintptr_t s = tally_atomic_load(
-            (_Atomic(uintptr_t) *)&tb->slot[i], acquire);
-        if (s == SLOT_EMPTY)
-            return -1;
-        if (s != SLOT_TOMB && (s & ~SLOT_PTR_MASK) == tag &&
-            entry_is(slot_entry(s), key, len)) {
-            *found = slot_entry(s);
-            return (ptrdiff_t)i;
-        }
-    }
-}
-
-static inline struct entry *lookup(struct shard *sh, uint64_t h,
-                                   const void *key, size_t len)
-{
-    /* Acquire pairs with the release publication of a table (first
-     * insert or resize): its slots are visible. */
-    struct table *tb = tally_atomic_load(&sh->table, acquire);
-    struct entry *e = NULL;
-    if (tb != NULL)
-        (void)probe(tb, h, key, len, &e);
-    return e;
-}
-
-/* ---- validation ----------------------------------------------------- */
+/* ---- validation ------------------------------------------------------ */
 
 static inline int check_key(const tally_map *m, const void *key, size_t len)
 {
@@ -240,150 +184,35 @@ static inline int check_key(const tally_map *m, const void *key, size_t len)
     return 0;
 }
 
-/* ---- writers (shard lock held) -------------------------------------- */
-
-static struct table *table_new(size_t slots)
+/* Rejects bad input for the _n calls; out of line so that the fast paths
+ * stay small. */
+static __attribute__((noinline, cold)) int bad_key(const tally_map *m,
+                                                   const void *key,
+                                                   size_t len)
 {
-    struct table *tb =
-        tally__calloc(1, sizeof(*tb) + slots * sizeof(tb->slot[0]));
-    if (tb != NULL)
-        tb->mask = slots - 1;
-    return tb;
+    return check_key(m, key, len);
 }
 
-/* Places e in tb (which has room and does not hold e's key). Under the
- * lock, or on a table no reader can see yet. */
-static void table_place(struct table *tb, struct entry *e, uint64_t h)
-{
-    size_t i = (size_t)h & tb->mask;
-    for (;; i = (i + 1) & tb->mask) {
-        uintptr_t s = tally_atomic_load(&tb->slot[i], relaxed);
-        if (s == SLOT_EMPTY || s == SLOT_TOMB) {
-            if (s == SLOT_EMPTY)
-                tb->used++;
-            /* Release: publishes the entry's fields to readers (pairs
-             * with the acquire load in probe). */
-            tally_atomic_store(&tb->slot[i], (uintptr_t)e | slot_tag(h),
-                               release);
-            return;
-        }
-    }
-}
-
-/* Makes room for one more key: a new table when the load, tombstones
- * included, would pass 3/4. 0 or -ENOMEM (nothing changed). */
-static int reserve_locked(tally_map *m, struct shard *sh)
-{
-    struct table *old = tally_atomic_load(&sh->table, relaxed);
-    size_t live = tally_atomic_load(&sh->live, relaxed);
-    if (old != NULL && (old->used + 1) * 4 <= (old->mask + 1) * 3)
-        return 0;
-    size_t slots = MIN_SLOTS;
-    while (slots < 2 * (live + 1))
-        slots *= 2;
-    struct table *tb = table_new(slots);
-    if (tb == NULL)
-        return -ENOMEM;
-    if (old != NULL) {
-        for (size_t i = 0; i <= old->mask; i++) {
-            uintptr_t s = tally_atomic_load(&old->slot[i], relaxed);
-            if (s == SLOT_EMPTY || s == SLOT_TOMB)
-                continue;
-            struct entry *e = slot_entry(s);
-            table_place(tb, e, tally__hash(&m->seed, e->key, e->len));
-        }
-        /* Readers may still probe old: it stays until a grace period. */
-        old->retired_next = sh->retired;
-        sh->retired = old;
-    }
-    /* Release: publishes the filled table (pairs with lookup's acquire). */
-    tally_atomic_store(&sh->table, tb, release);
-    return 0;
-}
-
-/* Finds key or creates it at 0; returns the entry or NULL with *err set.
- * Lock held. */
-static struct entry *find_or_create_locked(tally_map *m, struct shard *sh,
-                                           uint64_t h,
-                                           const void *key, size_t len,
-                                           int *err)
-{
-    struct entry *e = lookup(sh, h, key, len);
-    if (e != NULL)
-        return e;
-    e = tally__malloc(sizeof(*e) + len);
-    if (e == NULL) {
-        *err = -ENOMEM;
-        return NULL;
-    }
-    if ((*err = tally__id_alloc(&e->id)) != 0) {
-        tally__free(e);
-        return NULL;
-    }
-    if ((*err = reserve_locked(m, sh)) != 0) {
-        (void)tally__id_release(e->id);
-        tally__free(e);
-        return NULL;
-    }
-    e->len = (uint32_t)len;
-    tally_atomic_store(&e->refs, 1, relaxed);
-    if (len > 0)
-        memcpy(e->key, key, len);
-    table_place(tally_atomic_load(&sh->table, relaxed), e, h);
-    tally_atomic_store(&sh->live, tally_atomic_load(&sh->live, relaxed) + 1,
-                       relaxed);
-    return e;
-}
-
-static void free_tables(struct table *tb)
-{
-    while (tb != NULL) {
-        struct table *next = tb->retired_next;
-        tally__free(tb);
-        tb = next;
-    }
-}
-
-/* Frees the tables a resize replaced, once no reader can be in them.
- * Called without locks after an insert that resized. From inside a
- * read-side section (an insert from a visit callback) it cannot wait, and
- * leaves them for the next remove or resize. */
-static void reclaim_tables(struct shard *sh)
-{
-    if (tally__rcu_inside())
-        return;
-    pthread_mutex_lock(&sh->lock);
-    struct table *retired = sh->retired;
-    sh->retired = NULL;
-    pthread_mutex_unlock(&sh->lock);
-    if (retired != NULL && tally__rcu_synchronize() == 0)
-        free_tables(retired);
-}
-
-/* Releases sh's lock, then frees the tables that a resize made under it
- * replaced (the end of every locked section that may insert). */
-static void unlock_and_reclaim(struct shard *sh)
-{
-    bool resized = sh->retired != NULL;
-    pthread_mutex_unlock(&sh->lock);
-    if (resized)
-        reclaim_tables(sh);
-}
-
-/* ---- new / free ----------------------------------------------------- */
+/* ---- new / free ------------------------------------------------------ */
 
 int tally_map_new(tally_map **out)
 {
     if (out == NULL)
         return -EINVAL;
+    pthread_once(&maps_once, maps_init);
     tally_map *m = tally__aligned_alloc(TALLY_CACHE_LINE, sizeof(*m));
     if (m == NULL)
         return -ENOMEM;
     for (unsigned i = 0; i < NSHARDS; i++)
         pthread_mutex_init(&m->shard[i].lock, NULL);
-    pthread_mutex_init(&m->drain_lock, NULL);
     m->serial = tally_atomic_fetch_add(&map_serials, 1, relaxed) + 1;
     tally__seed_init(&m->seed);
+    pthread_mutex_lock(&maps_lock);
+    m->reg_next = maps;
+    if (maps != NULL)
+        maps->reg_prev = m;
+    maps = m;
+    pthread_mutex_unlock(&maps_lock);
     *out = m;
     return 0;
 }
@@ -392,146 +221,194 @@ void tally_map_free(tally_map *m)
 {
     if (m == NULL)
         return;
+    pthread_mutex_lock(&maps_lock);
+    if (m->reg_prev != NULL)
+        m->reg_prev->reg_next = m->reg_next;
+    else
+        maps = m->reg_next;
+    if (m->reg_next != NULL)
+        m->reg_next->reg_prev = m->reg_prev;
+    pthread_mutex_unlock(&maps_lock);
     for (unsigned i = 0; i < NSHARDS; i++) {
-        struct shard *sh = &m->shard[i];
-        struct table *tb = tally_atomic_load(&sh->table, relaxed);
-        if (tb != NULL) {
-            for (size_t j = 0; j <= tb->mask; j++) {
-                uintptr_t s = tally_atomic_load(&tb->slot[j], relaxed);
-                if (s == SLOT_EMPTY || s == SLOT_TOMB)
-                    continue;
-                struct entry *e = slot_entry(s);
-                (void)tally__id_release(e->id);
-                tally__free(e);
-            }
-            tally__free(tb);
-        }
-        free_tables(sh->retired);
-        pthread_mutex_destroy(&sh->lock);
+        tally__map_shard_destroy(&m->shard[i]);
+        pthread_mutex_destroy(&m->shard[i].lock);
     }
-    pthread_mutex_destroy(&m->drain_lock);
     tally__free(m);
 }
 
-/* ---- add ------------------------------------------------------------ */
+/* ---- add ------------------------------------------------------------- */
 
-/* The slow half of an add: the key was absent (or this thread has no
- * record), so take the shard lock, find or create, and add. */
-static int add_locked(tally_map *m, uint64_t h, const void *key, size_t len,
-                      int64_t delta)
+/* Makes the key in slot s HOT if s is still in the current table, unless
+ * that would wait for a lock: an add must not block. */
+static __attribute__((noinline)) void try_promote(tally_map *m, uint64_t h,
+                                                  struct slot *s)
 {
     struct shard *sh = shard_of(m, h);
+    if (pthread_mutex_trylock(&sh->lock) != 0)
+        return;
+    struct table *tb = tally_atomic_load(&sh->table, relaxed);
+    uintptr_t p = (uintptr_t)s, lo = tb != NULL ? (uintptr_t)tb->slot : 0;
+    if (tb != NULL && p >= lo &&
+        p < lo + (uintptr_t)tb->size * sizeof(struct slot))
+        (void)tally__map_promote_locked(s, true);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+/* A cold add whose CAS failed: add anyway, and keep the contention
+ * record (map.h) that decides when the key becomes HOT. */
+static __attribute__((noinline)) void contended_add(tally_map *m,
+                                                    uint64_t h,
+                                                    struct slot *s,
+                                                    int64_t delta,
+                                                    int64_t seen)
+{
+    /* Relaxed: a count publishes nothing; the RMW loses no add. */
+    tally_atomic_fetch_add(&s->count, delta, relaxed);
+    uint64_t meta = tally_atomic_load(&s->meta, relaxed);
+    if (meta_state(meta) != M_LIVE || (meta & M_HOT))
+        return;
+    uint32_t fails = (uint32_t)(meta >> 32) & 0xffu;
+    uint32_t stamp = (uint32_t)(meta >> 40);
+    uint32_t now = (uint32_t)(uint64_t)seen & 0xffffffu;
+    uint64_t rec;
+    bool promote = false;
+    if (fails == 0 || ((now - stamp) & 0xffffffu) > CONTENTION_WINDOW) {
+        rec = (uint64_t)now << 8 | 1u; /* a new window */
+    } else if (fails + 1 >= CONTENTION_FAILS) {
+        rec = 0;
+        promote = true;
+    } else {
+        rec = (uint64_t)stamp << 8 | (fails + 1);
+    }
+    /* One try: the record is a heuristic, and the CAS fails (changing
+     * nothing) if a writer changed the slot meanwhile. */
+    (void)tally_atomic_cas(&s->meta, &meta,
+                           (meta & 0xffffffffull) | rec << 32, relaxed,
+                           relaxed);
+    if (promote)
+        try_promote(m, h, s);
+}
+
+/* Adds delta to cold slot s: one CAS, which fails only under contention. */
+static inline void cold_add(tally_map *m, uint64_t h, struct slot *s,
+                            int64_t delta)
+{
+    int64_t old = tally_atomic_load(&s->count, relaxed);
+    /* Relaxed: as in contended_add. */
+    if (tally_likely(tally_atomic_cas(&s->count, &old,
+                                      tally_wrap_add(old, delta), relaxed,
+                                      relaxed)))
+        return;
+    contended_add(m, h, s, delta, old);
+}
+
+/* The slow half of an add: the key was absent, or this thread has no
+ * record (out of memory). Under the lock the slot cannot be removed, so
+ * no read-side section is needed. */
+static __attribute__((noinline)) int add_locked(tally_map *m,
+                                                struct shard *sh, uint64_t h,
+                                                const void *key, size_t len,
+                                                int64_t delta)
+{
     int err = 0;
     pthread_mutex_lock(&sh->lock);
-    struct entry *e = find_or_create_locked(m, sh, h, key, len, &err);
-    /* Under the lock the entry cannot be unlinked, so no read-side
-     * section is needed: a remover unlinks after we unlock, and its
-     * grace period and ids_lock order our add before its final read. */
-    if (e != NULL)
-        tally__id_add(e->id, delta);
-    unlock_and_reclaim(sh);
-    return err;
-}
-
-/* Rejects bad input for the _n calls; kept out of line so that the
- * fast paths stay small. */
-static __attribute__((noinline, cold)) int bad_key(const tally_map *m,
-                                                   const void *key,
-                                                   size_t len)
-{
-    return check_key(m, key, len);
-}
-
-static __attribute__((noinline)) int add_slow(tally_map *m, uint64_t h,
-                                              const void *key, size_t len,
-                                              int64_t delta)
-{
-    return add_locked(m, h, key, len, delta);
+    if (sh->npend >= POLL_BATCH)
+        (void)tally__map_settle(m, sh, true);
+    struct slot *s = tally__map_find_or_insert(m, sh, h, key, len, delta,
+                                               &err);
+    pthread_mutex_unlock(&sh->lock);
+    return s != NULL ? 0 : err;
 }
 
 /*
- * The fast path. Each thread remembers the last entry it added to (in its
- * record, with the map's serial and remove generation at the time), so a
- * thread that counts one key over and over skips hashing and probing: it
- * still compares the key it is given with the remembered one.
- *
- * Why a remembered entry cannot have been freed. A remove unlinks the
- * entry, then bumps the generation (release), then waits a grace period,
- * then frees. We load the generation (acquire) inside the read-side
- * section, before the lookup:
- *   - if we see the bumped generation, we also see the unlink, so the
- *     lookup cannot find the entry and we never remember it under the new
- *     generation;
- *   - if we remembered it under an older generation, the bump makes it
- *     stale: a later add uses it only if its load still returns the old
- *     generation, which means its section began before the grace period's
- *     fence (which orders the bump), so the remove waits for that add
- *     before freeing, and the add lands in the removed value.
- * (Bumping before the unlink would be wrong: a thread could read the new
- * generation, still find the entry, and remember it past the free; the
- * stress test test_remove_hot_key caught exactly that.)
+ * The remembered slot. Each thread remembers the slot of the last key it
+ * added to, with the map's serial number and generation at the time. Why
+ * a remembered slot cannot have been freed or reused when the generation
+ * still matches: remove and rebuild unlink, then bump the generation
+ * (release), then take their grace-period cookie. We load the generation
+ * (acquire) inside a read-side section, before using the slot:
+ *   - if we see the bumped generation we also see the unlink, so a lookup
+ *     cannot find the slot and remember it under the new generation;
+ *   - if our load still returns the old generation, our section's number
+ *     was read before the cookie's RMW (else the cookie's release would
+ *     make the bump visible to us), so the grace period waits for us, and
+ *     our add lands in the slot before it is settled.
  */
-/* Everything tally_map_add_n's hit path leaves: a long key, a cell block
- * not attached yet, a different key (hash and probe, then remember what
- * was found), an absent key (create it under its shard's lock), bad
- * input. Out of line so that the hit path needs no stack frame. */
+
+/* Everything tally_map_add_n's fast path leaves: another key, a long
+ * key, a cell block not attached yet, an absent key, bad input. */
 static __attribute__((noinline)) int add_miss(tally_map *m, const void *key,
                                               size_t len, int64_t delta)
 {
     if (tally_unlikely(m == NULL || key == NULL || len > TALLY_KEY_MAX))
         return bad_key(m, key, len);
-    struct tally__thread *t = tally__self;
-    uint64_t h;
+    uint64_t h = tally__hash(&m->seed, key, len);
+    struct shard *sh = shard_of(m, h);
+    struct tally__thread *t = tally__thread_get();
     if (tally_likely(t != NULL)) {
         bool outer = tally__rcu_enter(t);
-        /* Acquire pairs with the release bump in remove: see above. */
+        /* Acquire: see "the remembered slot". */
         uint64_t gen = tally_atomic_load(&m->gen, acquire);
-        struct entry *e = t->last_entry;
-        /* The hit path compared short keys already; a short key that
-         * matched (its block was not attached) is found again below. */
-        if (len > SHORT_KEY && t->last_map == m->serial &&
-            t->last_gen == gen && entry_is(e, key, len)) {
-            tally__id_add_t(t, e->id, delta);
-            tally__rcu_exit(t, outer);
-            return 0;
-        }
-        h = tally__hash(&m->seed, key, len);
-        e = lookup(shard_of(m, h), h, key, len);
-        if (tally_likely(e != NULL)) {
-            tally__id_add_t(t, e->id, delta);
-            t->last_map = m->serial;
-            t->last_gen = gen;
-            t->last_entry = e;
+        /* Acquire pairs with the release publication of a table. */
+        struct table *tb = tally_atomic_load(&sh->table, acquire);
+        uint64_t meta;
+        struct slot *s = tb != NULL ? probe(tb, h, key, len, &meta) : NULL;
+        if (tally_likely(s != NULL)) {
+            if (meta & M_HOT)
+                tally__id_add_t(t, meta_id(meta), delta);
+            else
+                cold_add(m, h, s, delta);
+            if (len <= SLOT_KEY) {
+                t->last_map = m->serial;
+                t->last_gen = gen;
+                t->last_entry = s;
+                t->last_hash = h;
+                t->streak = 0;
+            }
             tally__rcu_exit(t, outer);
             return 0;
         }
         tally__rcu_exit(t, outer);
-    } else {
-        h = tally__hash(&m->seed, key, len);
     }
-    return add_slow(m, h, key, len, delta);
+    return add_locked(m, sh, h, key, len, delta);
 }
 
 int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
 {
-    /* The hit path: the key is the remembered one, short, and its cell
-     * block is attached. No call but the tail call to add_miss, so no
-     * stack frame. m and key are checked here; len needs no check: it must
-     * equal a remembered entry's length, at most SHORT_KEY. */
+    /* The fast path: the thread's remembered key, short. m and key are
+     * checked here; len needs no check: it must equal the remembered
+     * slot's length, at most SLOT_KEY. */
     struct tally__thread *t = tally__self;
     if (tally_likely(t != NULL && m != NULL && key != NULL &&
-                     len <= SHORT_KEY)) {
+                     len <= SLOT_KEY)) {
         bool outer = tally__rcu_enter(t);
-        /* Acquire pairs with the release bump in remove: see above. */
+        /* Acquire: see "the remembered slot". */
         uint64_t gen = tally_atomic_load(&m->gen, acquire);
-        struct entry *e = t->last_entry;
-        if (tally_likely(t->last_map == m->serial && t->last_gen == gen &&
-                         e->len == len && short_key_equal(e->key, key, len))) {
-            tally__cell *c = tally__cell_of(t, e->id);
-            if (tally_likely(c != NULL)) {
-                tally__cell_add(c, delta);
-                tally__rcu_exit(t, outer);
-                return 0;
+        struct slot *s = t->last_entry;
+        if (tally_likely(t->last_map == m->serial && t->last_gen == gen)) {
+            /* Relaxed: the slot's key and state were published to this
+             * thread when it remembered the slot, and the generation says
+             * they have not changed; only the HOT bit and id may have
+             * been set since, and either meta adds correctly. */
+            uint64_t meta = tally_atomic_load(&s->meta, relaxed);
+            if (tally_likely(((meta >> M_LEN_SHIFT) & 31u) == len &&
+                             short_key_equal(s->key.bytes, key, len))) {
+                if (meta & M_HOT) {
+                    tally__cell *c = tally__cell_of(t, meta_id(meta));
+                    if (tally_likely(c != NULL)) {
+                        tally__cell_add(c, delta);
+                        tally__rcu_exit(t, outer);
+                        return 0;
+                    }
+                } else {
+                    cold_add(m, t->last_hash, s, delta);
+                    if (tally_unlikely(++t->streak >= STREAK_HOT)) {
+                        t->streak = 0;
+                        try_promote(m, t->last_hash, s);
+                    }
+                    tally__rcu_exit(t, outer);
+                    return 0;
+                }
             }
         }
         tally__rcu_exit(t, outer);
@@ -551,7 +428,52 @@ int tally_map_inc(tally_map *m, const char *key)
     return tally_map_add(m, key, 1);
 }
 
-/* ---- get ------------------------------------------------------------ */
+/* ---- reads ----------------------------------------------------------- */
+
+/* The value of key (hash h) in sh, summed over the current table, the
+ * older chain and its cells; -ENOENT when absent. Inside a read-side
+ * section or under the shard lock. Retries when a settle moved counts
+ * between tables under it. */
+static int read_key(struct shard *sh, uint64_t h, const void *key,
+                    size_t len, int64_t *out)
+{
+    for (unsigned spins = 0;; spins++) {
+        /* Acquire pairs with the release store that ends a settle: if we
+         * see its end we see all its moves. */
+        uint32_t q = tally_atomic_load(&sh->settle_seq, acquire);
+        if (q & 1) {
+            if (spins > 64)
+                sched_yield();
+            tally_cpu_relax();
+            continue;
+        }
+        /* Acquire: pairs with the release publication of a table. */
+        struct table *tb = tally_atomic_load(&sh->table, acquire);
+        uint64_t meta;
+        struct slot *s = tb != NULL ? probe(tb, h, key, len, &meta) : NULL;
+        if (s == NULL)
+            return -ENOENT;
+        uint64_t v = (uint64_t)tally_atomic_load(&s->count, relaxed);
+        /* Acquire pairs with the release stores of older (rebuild, and the
+         * unlink in a settle). */
+        for (struct table *o = tally_atomic_load(&tb->older, acquire);
+             o != NULL; o = tally_atomic_load(&o->older, acquire)) {
+            struct slot *os = probe_older(o, h, s, len);
+            if (os != NULL)
+                v += (uint64_t)tally_atomic_load(&os->count, relaxed);
+        }
+        if (meta & M_HOT)
+            v += (uint64_t)tally__id_read(meta_id(meta));
+        /* Acquire fence: if a load above saw a value a settle wrote, the
+         * settle's opening increment is visible below (pairs with the
+         * release fence in map_table.c's settle_resize). */
+        tally_atomic_fence(acquire);
+        if (tally_atomic_load(&sh->settle_seq, relaxed) == q) {
+            *out = (int64_t)v;
+            return 0;
+        }
+    }
+}
 
 int tally_map_get_n(tally_map *m, const void *key, size_t len, int64_t *value)
 {
@@ -563,21 +485,16 @@ int tally_map_get_n(tally_map *m, const void *key, size_t len, int64_t *value)
     uint64_t h = tally__hash(&m->seed, key, len);
     struct shard *sh = shard_of(m, h);
     struct tally__thread *t = tally__thread_get();
-    struct entry *e;
     if (tally_likely(t != NULL)) {
         bool outer = tally__rcu_enter(t);
-        e = lookup(sh, h, key, len);
-        if (e != NULL)
-            *value = tally__id_read(e->id);
+        err = read_key(sh, h, key, len, value);
         tally__rcu_exit(t, outer);
     } else {
         pthread_mutex_lock(&sh->lock);
-        e = lookup(sh, h, key, len);
-        if (e != NULL)
-            *value = tally__id_read(e->id);
+        err = read_key(sh, h, key, len, value);
         pthread_mutex_unlock(&sh->lock);
     }
-    return e != NULL ? 0 : -ENOENT;
+    return err;
 }
 
 int tally_map_get(tally_map *m, const char *key, int64_t *value)
@@ -603,42 +520,7 @@ size_t tally_map_size(tally_map *m)
     return n;
 }
 
-/* ---- remove --------------------------------------------------------- */
-
-/* Called by whoever drops the last reference to an unlinked entry: no
- * handle and no reader can reach it any more. What handle adds left in it
- * after its remove goes to the key's next life: added to the key if it
- * exists again, else the entry itself is linked back in as that next life
- * (which needs no allocation, so the amount cannot be lost). */
-static void entry_finish(tally_map *m, struct entry *e)
-{
-    int64_t left = tally__id_read(e->id);
-    if (left == 0) {
-        (void)tally__id_release(e->id);
-        tally__free(e);
-        return;
-    }
-    uint64_t h = tally__hash(&m->seed, e->key, e->len);
-    struct shard *sh = shard_of(m, h);
-    pthread_mutex_lock(&sh->lock);
-    struct entry *now = lookup(sh, h, e->key, e->len);
-    if (now != NULL) {
-        tally__id_add(now->id, left);
-        pthread_mutex_unlock(&sh->lock);
-        (void)tally__id_release(e->id);
-        tally__free(e);
-        return;
-    }
-    /* The shard has a table (e was in it) with at least a quarter of its
-     * slots empty; if growing it fails for lack of memory, one more entry
-     * still leaves an empty slot, so probes still end. */
-    (void)reserve_locked(m, sh);
-    tally_atomic_store(&e->refs, 1, relaxed);
-    table_place(tally_atomic_load(&sh->table, relaxed), e, h);
-    tally_atomic_store(&sh->live, tally_atomic_load(&sh->live, relaxed) + 1,
-                       relaxed);
-    pthread_mutex_unlock(&sh->lock);
-}
+/* ---- remove ---------------------------------------------------------- */
 
 int tally_map_remove_n(tally_map *m, const void *key, size_t len,
                        int64_t *last_value)
@@ -646,67 +528,63 @@ int tally_map_remove_n(tally_map *m, const void *key, size_t len,
     int err = check_key(m, key, len);
     if (err != 0)
         return err;
-    if (tally__rcu_inside())
-        return -EDEADLK;
     uint64_t h = tally__hash(&m->seed, key, len);
     struct shard *sh = shard_of(m, h);
 
     pthread_mutex_lock(&sh->lock);
+    (void)tally__map_settle(m, sh, sh->npend >= POLL_BATCH);
     struct table *tb = tally_atomic_load(&sh->table, relaxed);
-    struct entry *e = NULL;
-    ptrdiff_t i = tb != NULL ? probe(tb, h, key, len, &e) : -1;
-    if (i < 0) {
+    uint64_t meta;
+    struct slot *s = tb != NULL ? probe(tb, h, key, len, &meta) : NULL;
+    if (s == NULL) {
         pthread_mutex_unlock(&sh->lock);
         return -ENOENT;
     }
-    /* Relaxed: the grace period below orders the unlink (cells.h). */
-    tally_atomic_store(&tb->slot[i], SLOT_TOMB, relaxed);
-    /* Invalidates threads' remembered entries (see tally_map_add_n).
-     * After the unlink, and release: a thread whose acquire load sees the
-     * new generation also sees the tombstone, so it cannot find the entry
-     * and remember it under the new generation. */
-    tally_atomic_fetch_add(&m->gen, 1, release);
+    /* Room for the deferred record, before anything changes. */
+    if (tally__map_pend_reserve(sh) != 0) {
+        pthread_mutex_unlock(&sh->lock);
+        return -ENOMEM;
+    }
+    /* The value: every amount in the key's slots, taken atomically with
+     * respect to adds and drains, plus a HOT key's cells. */
+    uint64_t v = (uint64_t)tally_atomic_exchange(&s->count, 0, relaxed);
+    for (struct table *o = tally_atomic_load(&tb->older, relaxed); o != NULL;
+         o = tally_atomic_load(&o->older, relaxed)) {
+        struct slot *os = probe_older(o, h, s, len);
+        if (os != NULL)
+            v += (uint64_t)tally_atomic_exchange(&os->count, 0, relaxed);
+    }
+    if (meta & M_HOT) {
+        uint32_t id = meta_id(meta);
+        /* Drains of this key take the lock too, so nothing else takes
+         * this amount out of the id between the read and the subtraction;
+         * cell adds after the read stay in the id (late adds). */
+        int64_t hv = tally__id_read(id);
+        tally__id_sub(id, hv);
+        v += (uint64_t)hv;
+        /* Steer the key's handles to its next life. Relaxed: the mark only
+         * steers; an add that misses it lands in the id, which the handle
+         * keeps until its release settles it. */
+        for (struct tally_handle *hd = sh->handles; hd != NULL;
+             hd = hd->next)
+            if (hd->head.id == id)
+                tally_atomic_store(&hd->head.dead, 1, relaxed);
+    }
+    /* Relaxed: the cookie's acq_rel RMW below orders it before every
+     * reader the grace period does not wait for. */
+    tally_atomic_store(&s->meta, (meta & ~M_STATE) | M_TOMB, relaxed);
     tally_atomic_store(&sh->live, tally_atomic_load(&sh->live, relaxed) - 1,
                        relaxed);
-    tally_atomic_fetch_or(&e->refs, ENTRY_DEAD, relaxed);
-    /* Steer the entry's handles to the key's next life. Relaxed, as the
-     * DEAD bit: see handle_add. O(handles in this shard). */
-    for (struct tally_handle *hd = sh->handles; hd != NULL; hd = hd->next)
-        if (hd->entry == e)
-            tally_atomic_store(&hd->head.dead, 1, relaxed);
-    struct table *retired = sh->retired;
-    sh->retired = NULL;
+    /* Release: see "the remembered slot" (after the unlink, before the
+     * cookie). */
+    tally_atomic_fetch_add(&m->gen, 1, release);
+    tally__map_pend_push(sh, (struct pend){.cookie = tally__rcu_cookie(),
+                                           .tb = tb,
+                                           .idx = (uint32_t)(s - tb->slot),
+                                           .kind = PEND_TOMB});
     pthread_mutex_unlock(&sh->lock);
-
-    /* Every add that found e has finished after this; so has every reader
-     * of the retired tables. */
-    (void)tally__rcu_synchronize();
-    free_tables(retired);
-
-    pthread_mutex_lock(&m->drain_lock);
-    int64_t v;
-    /* Handles are made under the shard lock from the table, so once e is
-     * unlinked its count of handles can only fall. Acquire pairs with the
-     * acq_rel decrement in tally_handle_release: a released handle's adds
-     * happen before the final read below. */
-    if ((tally_atomic_load(&e->refs, acquire) & ~ENTRY_DEAD) == 1) {
-        v = tally__id_release(e->id);
-        tally__free(e);
-        pthread_mutex_unlock(&m->drain_lock);
-    } else {
-        /* Handles remain and may still add: take the value out and leave
-         * later adds for the key's next life. */
-        v = tally__id_read(e->id);
-        tally__id_sub(e->id, v);
-        pthread_mutex_unlock(&m->drain_lock);
-        /* Acq_rel: our reads of e happen before a releaser's finish, and
-         * the releasers' adds before ours. */
-        uint32_t old = tally_atomic_fetch_sub(&e->refs, 1, acq_rel);
-        if ((old & ~ENTRY_DEAD) == 1)
-            entry_finish(m, e);
-    }
     if (last_value != NULL)
-        *last_value = v;
+        *last_value = (int64_t)v;
     return 0;
 }
 
@@ -717,44 +595,139 @@ int tally_map_remove(tally_map *m, const char *key, int64_t *last_value)
     return tally_map_remove_n(m, key, strlen(key), last_value);
 }
 
-/* ---- foreach / drain ------------------------------------------------ */
+/* ---- sync ------------------------------------------------------------ */
+
+int tally_map_sync(tally_map *m)
+{
+    if (m == NULL)
+        return -EINVAL;
+    if (tally__rcu_inside())
+        return -EDEADLK;
+    /* Settling pushes records of its own (a settled rebuild's table is
+     * freed a grace period later; a late add that re-creates a key may
+     * rebuild), so go round until nothing is left: a few rounds. */
+    for (unsigned round = 0; round < 8; round++) {
+        uint64_t newest = 0;
+        bool any = false;
+        for (unsigned i = 0; i < NSHARDS; i++) {
+            struct shard *sh = &m->shard[i];
+            pthread_mutex_lock(&sh->lock);
+            if (sh->npend != 0) {
+                any = true;
+                if (sh->pend[sh->npend - 1].cookie > newest)
+                    newest = sh->pend[sh->npend - 1].cookie;
+            }
+            if (sh->orphans != NULL)
+                any = true;
+            pthread_mutex_unlock(&sh->lock);
+        }
+        if (!any)
+            return 0;
+        int err = tally__rcu_wait(newest);
+        if (err != 0)
+            return err;
+        for (unsigned i = 0; i < NSHARDS; i++) {
+            struct shard *sh = &m->shard[i];
+            pthread_mutex_lock(&sh->lock);
+            int e = tally__map_settle(m, sh, false);
+            pthread_mutex_unlock(&sh->lock);
+            if (e != 0)
+                err = e;
+        }
+        if (err != 0)
+            return err;
+    }
+    return 0;
+}
+
+/* ---- foreach / drain ------------------------------------------------- */
+
+/* A key's adds since the last drain, taken out: its counts exchanged with
+ * 0 in the current table and on the older chain (no lock: every amount
+ * goes to exactly one exchange), and a HOT key's cell sum taken out under
+ * the shard lock (as remove does). 0 when the key is gone. Inside a
+ * read-side section. */
+static int64_t drain_key(struct shard *sh, uint64_t h,
+                         const unsigned char *key, size_t len)
+{
+    /* Acquire: pairs with the release publication of a table. */
+    struct table *tb = tally_atomic_load(&sh->table, acquire);
+    uint64_t meta;
+    struct slot *s = tb != NULL ? probe(tb, h, key, len, &meta) : NULL;
+    if (s == NULL)
+        return 0; /* removed meanwhile: the remove took its value */
+    uint64_t v = (uint64_t)tally_atomic_exchange(&s->count, 0, relaxed);
+    /* Acquire: as in read_key. */
+    for (struct table *o = tally_atomic_load(&tb->older, acquire); o != NULL;
+         o = tally_atomic_load(&o->older, acquire)) {
+        struct slot *os = probe_older(o, h, s, len);
+        if (os != NULL)
+            v += (uint64_t)tally_atomic_exchange(&os->count, 0, relaxed);
+    }
+    if (meta & M_HOT) {
+        pthread_mutex_lock(&sh->lock);
+        /* Still the same live key (a remove under the lock would have
+         * made it TOMB and taken the cells' amount itself). */
+        meta = tally_atomic_load(&s->meta, relaxed);
+        if (meta_state(meta) == M_LIVE && (meta & M_HOT)) {
+            uint32_t id = meta_id(meta);
+            int64_t hv = tally__id_read(id);
+            tally__id_sub(id, hv);
+            v += (uint64_t)hv;
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return (int64_t)v;
+}
 
 static int visit(tally_map *m, tally_visit_fn fn, void *ctx, bool drain)
 {
     if (m == NULL || fn == NULL)
         return -EINVAL;
-    if (drain && tally__rcu_inside())
-        return -EDEADLK; /* a drain inside a visit callback */
     struct tally__thread *t = tally__thread_get();
     if (t == NULL)
         return -ENOMEM;
-    if (drain)
-        pthread_mutex_lock(&m->drain_lock);
     int rc = 0;
-    bool outer = tally__rcu_enter(t);
-    for (unsigned s = 0; s < NSHARDS && rc == 0; s++) {
-        /* Acquire: see lookup(). */
-        struct table *tb = tally_atomic_load(&m->shard[s].table, acquire);
-        if (tb == NULL)
-            continue;
-        for (size_t i = 0; i <= tb->mask && rc == 0; i++) {
-            /* Acquire: see probe(). */
-            uintptr_t sl = tally_atomic_load(&tb->slot[i], acquire);
-            if (sl == SLOT_EMPTY || sl == SLOT_TOMB)
+    bool polled = false;
+    for (unsigned i = 0; i < NSHARDS && rc == 0; i++) {
+        struct shard *sh = &m->shard[i];
+        /* Settle what is ready first, so that late adds whose grace period
+         * is over are counted; one poll (a membarrier) per call. */
+        pthread_mutex_lock(&sh->lock);
+        if (sh->npend != 0 && !polled) {
+            polled = true;
+            (void)tally__map_settle(m, sh, true);
+        } else {
+            (void)tally__map_settle(m, sh, false);
+        }
+        pthread_mutex_unlock(&sh->lock);
+
+        /* One section per shard: a long visit delays reclamation, not
+         * writers. */
+        bool outer = tally__rcu_enter(t);
+        /* Acquire: pairs with the release publication of a table. */
+        struct table *tb = tally_atomic_load(&sh->table, acquire);
+        for (uint32_t j = 0; tb != NULL && j < tb->size && rc == 0; j++) {
+            struct slot *s = &tb->slot[j];
+            /* Acquire: as in probe(). */
+            uint64_t meta = tally_atomic_load(&s->meta, acquire);
+            if (meta_state(meta) != M_LIVE)
                 continue;
-            struct entry *e = slot_entry(sl);
-            int64_t v = tally__id_read(e->id);
+            size_t len;
+            const unsigned char *key = slot_key(s, meta, &len);
+            uint64_t h = tally__hash(&m->seed, key, len);
+            int64_t v;
             if (drain) {
+                v = drain_key(sh, h, key, len);
                 if (v == 0)
                     continue;
-                tally__id_sub(e->id, v);
+            } else if (read_key(sh, h, key, len, &v) != 0) {
+                continue; /* removed since we saw it */
             }
-            rc = fn(ctx, e->key, e->len, v);
+            rc = fn(ctx, key, len, v);
         }
+        tally__rcu_exit(t, outer);
     }
-    tally__rcu_exit(t, outer);
-    if (drain)
-        pthread_mutex_unlock(&m->drain_lock);
     return rc;
 }
 
@@ -768,7 +741,7 @@ int tally_map_drain(tally_map *m, tally_visit_fn fn, void *ctx)
     return visit(m, fn, ctx, true);
 }
 
-/* ---- handles -------------------------------------------------------- */
+/* ---- handles --------------------------------------------------------- */
 
 int tally_map_handle_n(tally_map *m, const void *key, size_t len,
                        tally_handle **out)
@@ -778,32 +751,55 @@ int tally_map_handle_n(tally_map *m, const void *key, size_t len,
         return err;
     if (out == NULL)
         return -EINVAL;
-    tally_handle *hd = tally__malloc(sizeof(*hd));
+    tally_handle *hd = tally__malloc(sizeof(*hd) + len);
     if (hd == NULL)
         return -ENOMEM;
+    /* The id first, so that a failure changes nothing. */
+    uint32_t spare;
+    if ((err = tally__id_alloc(&spare)) != 0) {
+        tally__free(hd);
+        return err;
+    }
     uint64_t h = tally__hash(&m->seed, key, len);
     struct shard *sh = shard_of(m, h);
     pthread_mutex_lock(&sh->lock);
-    struct entry *e = find_or_create_locked(m, sh, h, key, len, &err);
-    if (e != NULL) {
-        tally_atomic_fetch_add(&e->refs, 1, relaxed);
+    struct slot *s = tally__map_find_or_insert(m, sh, h, key, len, 0, &err);
+    if (s != NULL) {
+        uint64_t meta = tally_atomic_load(&s->meta, relaxed);
+        if (!(meta & M_HOT)) {
+            /* Only adders' contention updates race with us. Relaxed: as in
+             * tally__map_promote_locked. */
+            while (!tally_atomic_cas(&s->meta, &meta,
+                                     (meta & 0xffffffffull) | M_HOT |
+                                         (uint64_t)spare << 32,
+                                     relaxed, relaxed))
+                ;
+            meta = tally_atomic_load(&s->meta, relaxed);
+            spare = UINT32_MAX;
+        }
         hd->map = m;
-        hd->entry = e;
         hd->shard = sh;
-        hd->head.id = e->id;
+        hd->head.id = meta_id(meta);
         /* Relaxed: the handle is not shared yet; whoever gets it from the
          * caller gets it through the caller's own synchronisation. */
         tally_atomic_store(&hd->head.dead, 0, relaxed);
+        hd->hash = h;
+        hd->len = (uint32_t)len;
+        if (len > 0)
+            memcpy(hd->key, key, len);
         /* Linked under the lock that remove holds when it marks handles,
-         * so a remove either finds this handle or ran before e existed. */
+         * so a remove either finds this handle or ran before the key
+         * existed. */
         hd->next = sh->handles;
         hd->pprev = &sh->handles;
         if (sh->handles != NULL)
             sh->handles->pprev = &hd->next;
         sh->handles = hd;
     }
-    unlock_and_reclaim(sh);
-    if (e == NULL) {
+    pthread_mutex_unlock(&sh->lock);
+    if (spare != UINT32_MAX)
+        (void)tally__id_release(spare);
+    if (s == NULL) {
         tally__free(hd);
         return err;
     }
@@ -819,21 +815,20 @@ int tally_map_handle(tally_map *m, const char *key, tally_handle **out)
 }
 
 /* A handle add whose key was removed: the add goes to the key's next
- * life by name. Out of line, so the fast path needs no stack frame. */
+ * life by name. If that cannot create the key (no memory), the amount
+ * stays in the handle's id, which its last release settles. */
 static __attribute__((noinline, cold)) void handle_add_dead(tally_handle *h,
                                                             int64_t delta)
 {
-    struct entry *e = h->entry;
-    uint64_t hh = tally__hash(&h->map->seed, e->key, e->len);
-    if (add_locked(h->map, hh, e->key, e->len, delta) != 0)
-        tally__id_add(h->head.id, delta); /* kept for entry_finish */
+    if (tally_map_add_n(h->map, h->key, h->len, delta) != 0)
+        tally__id_add(h->head.id, delta);
 }
 
 static inline void handle_add(tally_handle *h, int64_t delta)
 {
     /* Relaxed: dead only steers the add to the key's next life; an add
-     * that misses a fresh mark still lands in the entry and reaches the
-     * next life through entry_finish. */
+     * that misses a fresh mark lands in the id, which reaches the next
+     * life when the id is settled. */
     if (tally_likely(!tally_atomic_load(&h->head.dead, relaxed)))
         tally__id_add(h->head.id, delta);
     else
@@ -861,16 +856,19 @@ void tally_handle_release(tally_handle *h)
 {
     if (h == NULL)
         return;
-    struct entry *e = h->entry;
     struct shard *sh = h->shard;
     pthread_mutex_lock(&sh->lock);
     *h->pprev = h->next;
     if (h->next != NULL)
         h->next->pprev = h->pprev;
+    /* Relaxed: set under this lock. */
+    if (tally_atomic_load(&h->head.dead, relaxed) &&
+        !tally__map_id_has_handle(sh, h->head.id, NULL) &&
+        !tally__map_id_pending(sh, h->head.id))
+        /* The key is gone, its TOMB settled, and this was the last handle
+         * holding its id: the id's late adds go to the next life. */
+        tally__map_settle_id(h->map, sh, h);
+    else
+        tally__free(h);
     pthread_mutex_unlock(&sh->lock);
-    /* Acq_rel: this handle's adds happen before whoever finishes e. */
-    uint32_t old = tally_atomic_fetch_sub(&e->refs, 1, acq_rel);
-    if (old == (ENTRY_DEAD | 1))
-        entry_finish(h->map, e);
-    tally__free(h);
 }

@@ -10,7 +10,8 @@ import sys
 
 KEY_MAX = 4096
 (ADD_N, ADD_CSTR, GET_N, GET_CSTR, REMOVE_N, REMOVE_CSTR, DRAIN, FOREACH,
- HANDLE_NEW, HANDLE_ADD, HANDLE_RELEASE, THREAD_ADD, REENTER) = range(13)
+ HANDLE_NEW, HANDLE_ADD, HANDLE_RELEASE, THREAD_ADD, REENTER, SYNC,
+ ADD_REPEAT) = range(15)
 # get_delta()'s specials: 0, 1, -1, INT64_MAX, INT64_MIN, INT64_MAX-1, ...
 D_ZERO, D_ONE, D_MINUS1, D_MAX, D_MIN = (0xC0 | i for i in range(5))
 
@@ -163,12 +164,26 @@ def seeds():
         body += op(ADD_N, key(b"c%d" % (i % 40)), delta(1))
         body += op(REMOVE_N, key(b"c%d" % ((i * 7) % 40)))
     s["tombstones"] = body
+    # Keys made HOT by many adds in a row, then removed, drained, added to
+    # through handles and by name again; syncs settle in between.
+    body = b""
+    for i in range(4):
+        body += op(ADD_REPEAT, key(b"hot%d" % i), delta(1), bytes([i * 20]))
+    body += op(FOREACH, b"\0") + op(REMOVE_N, key(b"hot0"))
+    body += op(HANDLE_NEW, b"\1", key(b"hot1")) + op(HANDLE_ADD, b"\1", delta(5))
+    body += op(REMOVE_N, key(b"hot1")) + op(HANDLE_ADD, b"\1", delta(7))
+    body += op(SYNC) + op(DRAIN, b"\0")
+    body += op(ADD_REPEAT, key(b"hot0"), delta(-3), b"\5") + op(SYNC)
+    body += op(ADD_REPEAT, key(b"a-key-longer-than-16-bytes"), delta(2), b"\0")
+    body += op(REMOVE_N, key(b"a-key-longer-than-16-bytes")) + op(SYNC)
+    body += op(HANDLE_RELEASE, b"\1") + op(FOREACH, b"\0")
+    s["hot-keys"] = body
     # A few fixed-seed random mixes.
     rnd = random.Random(20240601)
     for i in range(12):
         ops = b""
         for _ in range(rnd.randrange(20, 120)):
-            code = rnd.randrange(13)
+            code = rnd.randrange(15)
             k = rnd.choice([key(b"k%d" % rnd.randrange(6)), recent(
                 rnd.randrange(16)), key(bytes([rnd.randrange(256)])),
                 key(b"")])
@@ -186,6 +201,10 @@ def seeds():
                 ops += op(code, slot, d)
             elif code == HANDLE_RELEASE:
                 ops += op(code, slot)
+            elif code == SYNC:
+                ops += op(code)
+            elif code == ADD_REPEAT:
+                ops += op(code, k, d, bytes([rnd.randrange(256)]))
             elif code == THREAD_ADD:
                 if rnd.randrange(2):
                     ops += op(code, bytes([0x80 | slot[0]]), d)
