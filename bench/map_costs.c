@@ -165,7 +165,7 @@ int main(int argc, char **argv)
         return 1;
     }
     for (size_t i = 0; i < nkeys; i++) {
-        char buf[16];
+        char buf[32]; /* "key:" + 8 digits: nkeys <= 10^7 */
         snprintf(buf, sizeof buf, "key:%08zu", i);
         memcpy(keys + 12 * i, buf, 12);
     }
