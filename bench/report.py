@@ -628,12 +628,17 @@ def extras_markdown(meds, out_dir):
             m = sm.get((impl, wl, p, t))
             return m["mops"] if m else None
 
+        def g(v):  # M/s down to Redis's and SQLite's hundredths
+            return fmt(v) if v >= 10 else "%.3g" % v
+
         def sratio(what, a, b, goal, den_name):
             if a is None or not b:
                 return
-            tr.append((what, "%.3gx (%s vs %s M/s)" % (a / b, fmt(a), fmt(b))
-                       if den_name else "%.2fx" % (a / b),
-                       "≥ %gx" % goal, verdict_of(a / b >= goal)))
+            r = a / b
+            rs = "%.0fx" % r if r >= 100 else ("%.1fx" % r if r >= 10
+                                               else "%.2fx" % r)
+            tr.append((what, "%s (%s vs %s M/s)" % (rs, g(a), g(b)),
+                       "≥ %gx" % goal, verdict_of(r >= goal)))
 
         h11 = smops("tally_store_handle", "hot", 1, 1)
         if h11:
