@@ -58,6 +58,7 @@ static int sink_keep(void *ctx, const void *data, size_t len)
     }
     memcpy(o->data + o->len, data, len);
     o->len += len;
+    o->data[o->len] = '\0'; /* for strstr */
     return 0;
 }
 
@@ -290,6 +291,7 @@ static char *read_file(const char *path, size_t *len)
     data = malloc((size_t)n + 1);
     CHECK(data != NULL);
     CHECK_EQ(fread(data, 1, (size_t)n, f), (size_t)n);
+    data[n] = '\0'; /* for strstr */
     fclose(f);
     *len = (size_t)n;
     return data;
