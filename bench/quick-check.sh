@@ -13,7 +13,7 @@ status=0
 
 if [ "${1:-}" = --store ]; then
     sb=${2:?usage: quick-check.sh --store path/to/store-bench}
-    "$sb" --list | while IFS="$(printf '\t')" read -r impl wls st; do
+    "$sb" --list | while IFS="$(printf '\t')" read -r impl _ st; do
         if [ "$st" != ok ]; then
             echo "skip $impl: $st"
             continue

@@ -322,7 +322,7 @@ done
 EXTRAS=${EXTRAS-remove map_costs flood store export}
 in_list() { case " $1 " in *" $2 "*) return 0 ;; esac; return 1; }
 if [ "$QUICK" = 1 ]; then
-    REMOVE_ARGS=(--seconds 0.05 --config 1,0 --config 2,2)
+    REMOVE_ARGS=(--seconds 0.05 --config "1,0" --config "2,2")
     MAP_COSTS_ARGS=(--threads 16 --keys 2000 --runs 3)
     FLOOD_ARGS=(--keys 64 --min-seconds 0.02)
     STORE_SECONDS=0.05
