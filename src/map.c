@@ -254,16 +254,11 @@ static __attribute__((noinline)) void try_promote(tally_map *m, uint64_t h,
     pthread_mutex_unlock(&sh->lock);
 }
 
-/* A cold add whose CAS failed: add anyway, and keep the contention
- * record (map.h) that decides when the key becomes HOT. */
-static __attribute__((noinline)) void contended_add(tally_map *m,
-                                                    uint64_t h,
-                                                    struct slot *s,
-                                                    int64_t delta,
-                                                    int64_t seen)
+/* A cold add that met another thread's add: keep the contention record
+ * (map.h) that decides when the key becomes HOT. */
+static __attribute__((noinline)) void contended(tally_map *m, uint64_t h,
+                                                struct slot *s, int64_t seen)
 {
-    /* Relaxed: a count publishes nothing; the RMW loses no add. */
-    tally_atomic_fetch_add(&s->count, delta, relaxed);
     uint64_t meta = tally_atomic_load(&s->meta, relaxed);
     if (meta_state(meta) != M_LIVE || (meta & M_HOT))
         return;
@@ -289,17 +284,17 @@ static __attribute__((noinline)) void contended_add(tally_map *m,
         try_promote(m, h, s);
 }
 
-/* Adds delta to cold slot s: one CAS, which fails only under contention. */
+/* Adds delta to cold slot s: one fetch_add. Contention shows as another
+ * thread's add landing between our load of the count and our RMW (the
+ * value the RMW returns is not the one we loaded). */
 static inline void cold_add(tally_map *m, uint64_t h, struct slot *s,
                             int64_t delta)
 {
-    int64_t old = tally_atomic_load(&s->count, relaxed);
-    /* Relaxed: as in contended_add. */
-    if (tally_likely(tally_atomic_cas(&s->count, &old,
-                                      tally_wrap_add(old, delta), relaxed,
-                                      relaxed)))
-        return;
-    contended_add(m, h, s, delta, old);
+    int64_t seen = tally_atomic_load(&s->count, relaxed);
+    /* Relaxed: a count publishes nothing; the RMW loses no add. */
+    int64_t old = tally_atomic_fetch_add(&s->count, delta, relaxed);
+    if (tally_unlikely(old != seen))
+        contended(m, h, s, old);
 }
 
 /* The slow half of an add: the key was absent, or this thread has no
@@ -335,85 +330,79 @@ static __attribute__((noinline)) int add_locked(tally_map *m,
  *     our add lands in the slot before it is settled.
  */
 
-/* Everything tally_map_add_n's fast path leaves: another key, a long
- * key, a cell block not attached yet, an absent key, bad input. */
-static __attribute__((noinline)) int add_miss(tally_map *m, const void *key,
-                                              size_t len, int64_t delta)
+/* Bad input, or a thread with no record (out of memory). */
+static __attribute__((noinline, cold)) int add_cold_path(tally_map *m,
+                                                         const void *key,
+                                                         size_t len,
+                                                         int64_t delta)
 {
-    if (tally_unlikely(m == NULL || key == NULL || len > TALLY_KEY_MAX))
+    if (m == NULL || key == NULL || len > TALLY_KEY_MAX)
         return bad_key(m, key, len);
+    if (tally__thread_get() != NULL) /* a first use: registered now */
+        return tally_map_add_n(m, key, len, delta);
     uint64_t h = tally__hash(&m->seed, key, len);
-    struct shard *sh = shard_of(m, h);
-    struct tally__thread *t = tally__thread_get();
-    if (tally_likely(t != NULL)) {
-        bool outer = tally__rcu_enter(t);
-        /* Acquire: see "the remembered slot". */
-        uint64_t gen = tally_atomic_load(&m->gen, acquire);
-        /* Acquire pairs with the release publication of a table. */
-        struct table *tb = tally_atomic_load(&sh->table, acquire);
-        uint64_t meta;
-        struct slot *s = tb != NULL ? probe(tb, h, key, len, &meta) : NULL;
-        if (tally_likely(s != NULL)) {
-            if (meta & M_HOT)
-                tally__id_add_t(t, meta_id(meta), delta);
-            else
-                cold_add(m, h, s, delta);
-            if (len <= SLOT_KEY) {
-                t->last_map = m->serial;
-                t->last_gen = gen;
-                t->last_entry = s;
-                t->last_hash = h;
-                t->streak = 0;
-            }
-            tally__rcu_exit(t, outer);
-            return 0;
-        }
-        tally__rcu_exit(t, outer);
-    }
-    return add_locked(m, sh, h, key, len, delta);
+    return add_locked(m, shard_of(m, h), h, key, len, delta);
+}
+
+/* A HOT key whose cell block this thread has not attached yet. */
+static __attribute__((noinline)) void hot_add_slow(uint32_t id, int64_t delta)
+{
+    tally__id_add_slow(id, delta);
 }
 
 int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
 {
-    /* The fast path: the thread's remembered key, short. m and key are
-     * checked here; len needs no check: it must equal the remembered
-     * slot's length, at most SLOT_KEY. */
     struct tally__thread *t = tally__self;
-    if (tally_likely(t != NULL && m != NULL && key != NULL &&
-                     len <= SLOT_KEY)) {
-        bool outer = tally__rcu_enter(t);
-        /* Acquire: see "the remembered slot". */
-        uint64_t gen = tally_atomic_load(&m->gen, acquire);
-        struct slot *s = t->last_entry;
-        if (tally_likely(t->last_map == m->serial && t->last_gen == gen)) {
-            /* Relaxed: the slot's key and state were published to this
-             * thread when it remembered the slot, and the generation says
-             * they have not changed; only the HOT bit and id may have
-             * been set since, and either meta adds correctly. */
-            uint64_t meta = tally_atomic_load(&s->meta, relaxed);
-            if (tally_likely(((meta >> M_LEN_SHIFT) & 31u) == len &&
-                             short_key_equal(s->key.bytes, key, len))) {
-                if (meta & M_HOT) {
-                    tally__cell *c = tally__cell_of(t, meta_id(meta));
-                    if (tally_likely(c != NULL)) {
-                        tally__cell_add(c, delta);
-                        tally__rcu_exit(t, outer);
-                        return 0;
-                    }
-                } else {
-                    cold_add(m, t->last_hash, s, delta);
-                    if (tally_unlikely(++t->streak >= STREAK_HOT)) {
-                        t->streak = 0;
-                        try_promote(m, t->last_hash, s);
-                    }
-                    tally__rcu_exit(t, outer);
-                    return 0;
-                }
-            }
+    if (tally_unlikely(t == NULL || m == NULL || key == NULL ||
+                       len > TALLY_KEY_MAX))
+        return add_cold_path(m, key, len, delta);
+    bool outer = tally__rcu_enter(t);
+    /* Acquire: see "the remembered slot". */
+    uint64_t gen = tally_atomic_load(&m->gen, acquire);
+    struct slot *s = t->last_entry;
+    uint64_t meta, h;
+    if (t->last_map == m->serial && t->last_gen == gen && len <= SLOT_KEY &&
+        /* Relaxed: the slot's key and state were published to this
+         * thread when it remembered the slot, and the generation says
+         * they have not changed; only the HOT bit and id may have been
+         * set since, and either meta adds correctly. */
+        ((meta = tally_atomic_load(&s->meta, relaxed)) >> M_LEN_SHIFT &
+         31u) == len &&
+        short_key_equal(s->key.bytes, key, len)) {
+        h = t->last_hash;
+        if (tally_unlikely(++t->streak >= STREAK_HOT) && !(meta & M_HOT)) {
+            t->streak = 0;
+            try_promote(m, h, s);
         }
-        tally__rcu_exit(t, outer);
+    } else {
+        h = tally__hash(&m->seed, key, len);
+        struct shard *sh = shard_of(m, h);
+        /* Acquire pairs with the release publication of a table. */
+        struct table *tb = tally_atomic_load(&sh->table, acquire);
+        s = tb != NULL ? probe(tb, h, key, len, &meta) : NULL;
+        if (tally_unlikely(s == NULL)) {
+            tally__rcu_exit(t, outer);
+            return add_locked(m, sh, h, key, len, delta);
+        }
+        if (len <= SLOT_KEY) {
+            t->last_map = m->serial;
+            t->last_gen = gen;
+            t->last_entry = s;
+            t->last_hash = h;
+            t->streak = 0;
+        }
     }
-    return add_miss(m, key, len, delta);
+    if (meta & M_HOT) {
+        tally__cell *c = tally__cell_of(t, meta_id(meta));
+        if (tally_likely(c != NULL))
+            tally__cell_add(c, delta);
+        else
+            hot_add_slow(meta_id(meta), delta);
+    } else {
+        cold_add(m, h, s, delta);
+    }
+    tally__rcu_exit(t, outer);
+    return 0;
 }
 
 int tally_map_add(tally_map *m, const char *key, int64_t delta)

@@ -210,27 +210,34 @@ static inline bool slot_has_key(const struct slot *s, const void *key,
     return lk->len == len && memcmp(lk->bytes, key, len) == 0;
 }
 
+#if defined(__GNUC__)
+#define TALLY_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define TALLY_ALWAYS_INLINE inline
+#endif
+
 /* The slot of key in tb, with its meta in *meta, or NULL. For readers in
  * a read-side section and for the lock holder. */
-static inline struct slot *probe(const struct table *tb, uint64_t h,
-                                 const void *key, size_t len,
-                                 uint64_t *meta_out)
+static TALLY_ALWAYS_INLINE struct slot *probe(const struct table *tb,
+                                              uint64_t h, const void *key,
+                                              size_t len, uint64_t *meta_out)
 {
-    uint64_t want = meta_want(h, len);
+    const uint64_t want = meta_want(h, len);
+    const uint32_t size = tb->size, cap = tb->cap;
     uint32_t i = home_of(tb, h);
-    for (uint32_t n = 0; n <= tb->cap; n++) {
+    for (uint32_t n = 0; n <= cap; n++) {
         const struct slot *s = &tb->slot[i];
         /* Acquire pairs with the release store that made the slot LIVE
          * (map_table.c): its key is visible. */
         uint64_t meta = tally_atomic_load(
             (_Atomic(uint64_t) *)&s->meta, acquire);
-        if (meta_state(meta) == M_EMPTY)
-            return NULL;
         if ((meta & M_MATCH) == want && slot_has_key(s, key, len)) {
             *meta_out = meta;
             return (struct slot *)s;
         }
-        if (++i == tb->size)
+        if (meta_state(meta) == M_EMPTY)
+            return NULL;
+        if (++i == size)
             i = 0;
     }
     return NULL;
