@@ -343,9 +343,13 @@ typedef struct tally_store tally_store;
 #define TALLY_STORE_READONLY 0x2u /* map it read-only: reads and foreach
                                      work, writes give -EROFS */
 
-/* The default size limit: 1 TiB of file (virtual address space is
- * reserved for it; only what is used takes memory or disk). */
-#define TALLY_STORE_DEFAULT_MAX_BYTES ((uint64_t)1 << 40)
+/* The default size limit: 64 GiB of file, room for several hundred
+ * million keys. Every process that opens a store reserves address space
+ * for its whole limit (only what the file uses takes memory or disk), so
+ * the limit also bounds how many stores a process can have open at once
+ * (about 2000 of the default size in x86-64's 128 TiB, fewer under
+ * ThreadSanitizer or a 'ulimit -v'). The largest limit is 16 TiB. */
+#define TALLY_STORE_DEFAULT_MAX_BYTES ((uint64_t)1 << 36)
 
 /* Options for tally_store_open. A NULL config means all zero: open an
  * existing store for reading and writing. */
@@ -359,11 +363,23 @@ struct tally_store_config {
 };
 
 /* Opens (and with TALLY_STORE_CREATE creates) the store at path. Several
- * processes racing to create the same path end up sharing one store.
- * Returns 0, -EINVAL, -ENOENT (absent and not CREATE), -EACCES, -ENOMEM,
- * -ENOSPC, another negative errno from the system, or TALLY_ENOTSTORE,
- * TALLY_EVERSION, TALLY_ELAYOUT, TALLY_ECORRUPT for a file it will not
- * use. Never crashes on a damaged or hostile file. */
+ * processes racing to create the same path end up sharing one store (the
+ * file is built under no name and linked into place; a loser opens the
+ * winner's). Returns 0, -EINVAL (out or path NULL, unknown flags, a mode
+ * above 07777, or when creating a max_bytes below 64 KiB or above 16
+ * TiB), -ENOENT (absent and not CREATE), -EACCES (e.g. read-write open of
+ * a file we may only read: use TALLY_STORE_READONLY), -ENOMEM (no address
+ * space for max_bytes), -ENOSPC, another negative errno from the system,
+ * or, for a file it will not use: TALLY_ENOTSTORE (no store magic, or not
+ * a regular file), TALLY_EVERSION (another format major version, or a
+ * store made with another key hash function), TALLY_ELAYOUT (another byte
+ * order, word size or alignment), TALLY_ECORRUPT (a damaged header, or a
+ * file truncated below what it has allocated). Open reads only the
+ * header; damage deeper in is found by the calls that meet it
+ * (TALLY_ECORRUPT) and by tally_store_check. Never crashes on a damaged
+ * or hostile file. (A file that another process truncates while it is
+ * mapped raises SIGBUS on access, as any mapped file does; tally never
+ * truncates.) */
 TALLY_API int tally_store_open(tally_store **out, const char *path,
                                const struct tally_store_config *config);
 /* Unmaps and frees. NULL is a no-op. No other call on s may run at the
@@ -371,8 +387,12 @@ TALLY_API int tally_store_open(tally_store **out, const char *path,
 TALLY_API void tally_store_close(tally_store *s);
 
 /* Adds delta to key, creating it at 0 first. 0, -EINVAL, -ENAMETOOLONG,
- * -EROFS, -ENOSPC (the key was absent and the file is at its limit),
- * -ENOMEM, or TALLY_ECORRUPT. Adds to an existing key never fail. */
+ * -EROFS, -ENOSPC (the key was absent and the file is at its limit, or
+ * the file system is full), another negative errno from growing the file,
+ * or TALLY_ECORRUPT (the index is damaged on the key's path). Adds to an
+ * existing key never fail. A creation that fails has changed nothing a
+ * reader can see (it may leave allocated space unused: see
+ * tally_store_check). */
 TALLY_API int tally_store_add(tally_store *s, const char *key,
                               int64_t delta);
 TALLY_API int tally_store_add_n(tally_store *s, const void *key, size_t len,
@@ -387,19 +407,27 @@ TALLY_API int tally_store_get_n(tally_store *s, const void *key, size_t len,
                                 int64_t *value);
 /* The value, 0 when the key is absent or on bad input. */
 TALLY_API int64_t tally_store_value(tally_store *s, const char *key);
-/* The number of keys. */
+/* The number of keys (0 for NULL): a counter in the header, bumped
+ * right after a key is published. A process killed between the two
+ * leaves it one low (tally_store_check notes it). */
 TALLY_API size_t tally_store_size(tally_store *s);
 
-/* Calls fn for each key: every key present for the whole call exactly
- * once, keys created during it at most once. Weakly consistent values,
- * as tally_map_foreach. Returns 0, fn's non-zero result, -EINVAL or
- * TALLY_ECORRUPT. fn may call anything on s. */
+/* Calls fn for each key, in no particular order: every key present for
+ * the whole call exactly once, keys created during it at most once.
+ * Weakly consistent values, as tally_map_foreach. Returns 0, fn's
+ * non-zero result, -EINVAL or TALLY_ECORRUPT (damage met during the walk:
+ * it stops there, having visited some keys; a damaged file never makes it
+ * visit a key twice or loop). fn may call anything on s. Lock-free: never
+ * waits for adds or inserts, and they never wait for it. */
 TALLY_API int tally_store_foreach(tally_store *s, tally_visit_fn fn,
                                   void *ctx);
 /* Like foreach, but passes each key's adds since the previous drain (by
  * any process) and takes them out; keys whose amount is 0 are skipped.
  * Every add is counted by exactly one drain or stays in the value, with
- * any number of processes adding and draining. -EROFS when read-only. */
+ * any number of processes adding and draining: the sum of all amounts
+ * ever drained plus the values left equals the sum of all adds. The
+ * amount passed to fn is already out of the value: a process that dies
+ * before using it loses it. Lock-free. -EROFS when read-only. */
 TALLY_API int tally_store_drain(tally_store *s, tally_visit_fn fn,
                                 void *ctx);
 
@@ -410,7 +438,9 @@ TALLY_API int tally_store_handle_new(tally_store *s, const char *key,
                                  tally_store_handle **out);
 TALLY_API int tally_store_handle_new_n(tally_store *s, const void *key,
                                    size_t len, tally_store_handle **out);
-/* Never fails, never blocks, takes no lock, makes no system call. */
+/* Never fails, never blocks, takes no lock, makes no system call: one
+ * atomic add (a CAS on the key's inline count; for a contended key, an
+ * add to the running CPU's cell). h must be a live handle. */
 TALLY_API void tally_store_handle_add(tally_store_handle *h, int64_t delta);
 TALLY_API void tally_store_handle_inc(tally_store_handle *h);
 /* NULL is a no-op. */
@@ -431,10 +461,19 @@ struct tally_store_info {
 TALLY_API int tally_store_info(tally_store *s, struct tally_store_info *out);
 
 /* Checks a store file's whole structure without changing it (what
- * 'tally check' runs). Calls report (when not NULL) with one line of
- * text per problem found. Returns 0 when the store is sound,
- * TALLY_ECORRUPT when a problem was found, or the error that kept it from
- * opening the file. */
+ * 'tally check' runs): the header, every slot and entry of the index
+ * (bounds, tags, that each key's hash leads to where it is, no key
+ * twice, no cycle), the per-CPU cells, and that no two pieces overlap.
+ * Calls report (when not NULL) with one line of text per problem found
+ * (at most 1000, then a count), and with lines that begin "note: " for
+ * facts that are not problems: space leaked by processes killed while
+ * inserting (allocated, never linked, never reused) and a key count that
+ * lags the keys found. Returns 0 when the store is sound (notes or not),
+ * TALLY_ECORRUPT when a problem was found, or the error that kept it
+ * from checking the file (-ENOENT, -EACCES, -ENOMEM, TALLY_ENOTSTORE,
+ * TALLY_EVERSION, TALLY_ELAYOUT, or TALLY_ECORRUPT for a header it cannot
+ * read past; then report gets one line saying why). Safe on a store that
+ * other processes are using. */
 typedef void (*tally_report_fn)(void *ctx, const char *problem);
 TALLY_API int tally_store_check(const char *path, tally_report_fn report,
                                 void *ctx);
