@@ -722,6 +722,19 @@ int tally_expo_map(tally_expo *w, const struct tally_expo_family *f,
     return tally_map_foreach(m, visit_key, w);
 }
 
+int tally_expo_store(tally_expo *w, const struct tally_expo_family *f,
+                     tally_store *s)
+{
+    int rc;
+
+    if (s == NULL)
+        return -EINVAL;
+    rc = tally_expo_begin(w, f);
+    if (rc != 0)
+        return rc;
+    return tally_store_foreach(s, visit_key, w);
+}
+
 int tally_expo_counter(tally_expo *w, const struct tally_expo_family *f,
                        const tally_counter *c)
 {

@@ -1,12 +1,15 @@
 /*
- * expo_dump.c - renders a map of N keys as text 0.0.4 or OpenMetrics on
+ * expo_dump.c - renders a map or a store as text 0.0.4 or OpenMetrics on
  * stdout, for tests/expo_promtool.sh to hand to Prometheus's own tools.
  *
  *   expo_dump text|openmetrics map N
+ *   expo_dump text|openmetrics store FILE
  *
- * Key i is "key-<i>" with value 3 * i; six odd keys follow (a NUL byte,
- * invalid UTF-8, a backslash, a quote, a newline, UTF-8), values 1..6.
- * So the samples sum to 3 * N * (N - 1) / 2 + 21, which the script checks.
+ * The map: key i is "key-<i>" with value 3 * i; six odd keys follow (a NUL
+ * byte, invalid UTF-8, a backslash, a quote, a newline, UTF-8), values
+ * 1..6. So the samples sum to 3 * N * (N - 1) / 2 + 21, which the script
+ * checks; tests/serve_writer's "fill N" makes a store of the same keys.
+ * The store is opened read-only, as tally serve opens it.
  */
 #include "tally.h"
 
@@ -17,7 +20,8 @@
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: expo_dump text|openmetrics map N\n");
+    fprintf(stderr, "usage: expo_dump text|openmetrics map N | "
+                    "store FILE\n");
     return 2;
 }
 
@@ -47,13 +51,31 @@ int main(int argc, char **argv)
     long n, i;
     int err;
 
-    if (argc != 4 || strcmp(argv[2], "map") != 0)
+    if (argc != 4)
         return usage();
     if (strcmp(argv[1], "text") == 0)
         format = TALLY_EXPO_TEXT;
     else if (strcmp(argv[1], "openmetrics") == 0)
         format = TALLY_EXPO_OPENMETRICS;
     else
+        return usage();
+    if (strcmp(argv[2], "store") == 0) {
+        struct tally_store_config cfg = {.flags = TALLY_STORE_READONLY};
+        tally_store *s;
+
+        if ((err = tally_store_open(&s, argv[3], &cfg)) != 0)
+            return fail(argv[3], err);
+        if ((err = tally_expo_new(&w, format, tally_expo_sink_file,
+                                  stdout)) != 0)
+            return fail("tally_expo_new", err);
+        if ((err = tally_expo_store(w, &fam, s)) != 0 ||
+            (err = tally_expo_finish(w)) != 0)
+            return fail("rendering", err);
+        tally_expo_free(w);
+        tally_store_close(s);
+        return fflush(stdout) == 0 ? 0 : fail("stdout", -EIO);
+    }
+    if (strcmp(argv[2], "map") != 0)
         return usage();
     n = strtol(argv[3], &end, 10);
     if (*end != '\0' || n < 0 || n > 10000000)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # expo_promtool.sh - tally's expositions against Prometheus's own tools.
 #
-#   expo_promtool.sh GOLDEN_DIR EXPO_DUMP
+#   expo_promtool.sh GOLDEN_DIR EXPO_DUMP SERVE_WRITER
 #
 # 1. 'promtool check metrics' (parser and lint) on every text 0.0.4 golden
 #    file of test_expo: exit status 0, no complaint. (promtool reads the
@@ -10,8 +10,9 @@
 # 2. prometheus_client's OpenMetrics and text parsers on every golden file
 #    (tests/expo_parse.py): both formats give the same samples, and the
 #    odd keys decode back to their exact bytes.
-# 3. A map of 100,000 keys rendered by EXPO_DUMP in each format: promtool
-#    on the text one, both parsers, every key once, the exact sum.
+# 3. A store of 100,000 keys (filled by SERVE_WRITER) and a map of as
+#    many, rendered by EXPO_DUMP in each format: promtool on the text
+#    ones, both parsers, every key once, the exact sum.
 #
 # Skips (exit 77, ctest reports it) with a message when promtool or
 # Debian's python3-prometheus-client is missing; scripts/setup-deps.sh
@@ -20,6 +21,7 @@ set -eu
 
 GOLDEN=$1
 DUMP=$2
+WRITER=$3
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=/usr/bin/python3
 KEYS=100000
@@ -55,17 +57,24 @@ echo "expo_promtool: promtool check metrics: $n golden files clean"
 
 "$PY" "$HERE/expo_parse.py" golden "$GOLDEN"
 
-for fmt in text openmetrics; do
-    "$DUMP" "$fmt" map "$KEYS" >"$TMP/big.$fmt"
-    if [ "$fmt" = text ]; then
-        if ! promtool check metrics <"$TMP/big.$fmt" >"$TMP/out" 2>&1 ||
-            [ -s "$TMP/out" ]; then
-            echo "expo_promtool: promtool check metrics on $KEYS keys:" >&2
-            head -20 "$TMP/out" >&2
-            exit 1
+"$WRITER" "$TMP/store" fill "$KEYS"
+for src in store map; do
+    for fmt in text openmetrics; do
+        if [ "$src" = store ]; then
+            "$DUMP" "$fmt" store "$TMP/store" >"$TMP/big.$fmt"
+        else
+            "$DUMP" "$fmt" map "$KEYS" >"$TMP/big.$fmt"
         fi
-        echo "expo_promtool: promtool check metrics: $KEYS keys clean"
-    fi
-    "$PY" "$HERE/expo_parse.py" big "$fmt" "$KEYS" "$TMP/big.$fmt"
+        if [ "$fmt" = text ]; then
+            if ! promtool check metrics <"$TMP/big.$fmt" >"$TMP/out" 2>&1 ||
+                [ -s "$TMP/out" ]; then
+                echo "expo_promtool: promtool check metrics on a $src of $KEYS keys:" >&2
+                head -20 "$TMP/out" >&2
+                exit 1
+            fi
+            echo "expo_promtool: promtool check metrics: a $src of $KEYS keys, clean"
+        fi
+        "$PY" "$HERE/expo_parse.py" big "$fmt" "$KEYS" "$TMP/big.$fmt"
+    done
 done
 echo "expo_promtool: ok"

@@ -1,7 +1,8 @@
 /*
  * test_expo.c - the exposition writer (tally.h section 6): every format
  * rule against golden files, every error, sink failures, allocation
- * failures, and maps, counters and adders rendered while threads add.
+ * failures, maps, counters and adders rendered while threads add, and
+ * stores (as written and opened read-only).
  *
  * Golden files: tests/expo_golden/CASE.prom (text 0.0.4) and CASE.om
  * (OpenMetrics 1.0), one pair per case below. The output of each case must
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "check.h"
@@ -978,6 +980,104 @@ static void test_map_sink_error(void)
     out_reset(&o);
 }
 
+/* ---- a store ----------------------------------------------------------- */
+
+static int cmp_lines(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The lines of a rendering, sorted (a store's order is its own). */
+static size_t sorted_lines(char *text, char **lines, size_t max)
+{
+    size_t n = 0;
+    char *save = NULL, *l;
+
+    for (l = strtok_r(text, "\n", &save); l != NULL && n < max;
+         l = strtok_r(NULL, "\n", &save))
+        lines[n++] = l;
+    qsort(lines, n, sizeof *lines, cmp_lines);
+    return n;
+}
+
+static void test_store_render(void)
+{
+    static const struct tally_expo_family f = {
+        .name = "stored", .help = "Keys of a store.", .key_label = "k"};
+    static const char *want[] = {
+        "# EOF", /* sorted */
+        "# HELP stored Keys of a store.",
+        "# TYPE stored counter",
+        "stored_total{k=\"\"} 4",
+        "stored_total{k=\"a\"} 1",
+        "stored_total{k=\"b\\\\x00\"} 3",
+        "stored_total{k=\"neg\"} 0",
+        "stored_total{k=\"quote\\\"\"} 2",
+    };
+    char path[] = "/tmp/tally-test-expo-XXXXXX";
+    struct tally_store_config create = {.flags = TALLY_STORE_CREATE};
+    struct tally_store_config ro = {.flags = TALLY_STORE_READONLY};
+    tally_store *s, *r;
+    char *lines[16];
+    int fd, pass;
+    size_t n, i;
+
+    fd = mkstemp(path);
+    CHECK_GE(fd, 0);
+    close(fd);
+    unlink(path);
+    CHECK_EQ(tally_store_open(&s, path, &create), 0);
+    CHECK_EQ(tally_store_add(s, "a", 1), 0);
+    CHECK_EQ(tally_store_add(s, "quote\"", 2), 0);
+    CHECK_EQ(tally_store_add_n(s, "b\0", 2, 3), 0);
+    CHECK_EQ(tally_store_add_n(s, "", 0, 4), 0);
+    CHECK_EQ(tally_store_add(s, "neg", -5), 0);
+    CHECK_EQ(tally_store_open(&r, path, &ro), 0);
+
+    /* The writer's store and a read-only one (as tally serve opens it)
+     * render the same. */
+    for (pass = 0; pass < 2; pass++) {
+        struct out o = {0};
+        tally_expo *w = writer(TALLY_EXPO_OPENMETRICS, &o);
+        struct tally_expo_stats st;
+
+        CHECK_EQ(tally_expo_store(w, &f, pass == 0 ? s : r), 0);
+        CHECK_EQ(tally_expo_finish(w), 0);
+        CHECK_EQ(tally_expo_stats(w, &st), 0);
+        CHECK_EQ(st.samples, 5);
+        CHECK_EQ(st.clamped, 1);
+        CHECK_EQ(st.keys_encoded, 1);
+        n = sorted_lines(o.data, lines, 16);
+        CHECK_EQ(n, sizeof want / sizeof want[0]);
+        for (i = 0; i < n; i++)
+            CHECK_STREQ(lines[i], want[i]);
+        tally_expo_free(w);
+        out_reset(&o);
+    }
+
+    /* Bad input; a sink error stops the store's walk. */
+    {
+        struct out o = {.fail_at = 1, .fail_rc = -EPIPE};
+        tally_expo *w = writer(TALLY_EXPO_TEXT, &o);
+        int k;
+
+        CHECK_EQ(tally_expo_store(w, &f, NULL), -EINVAL);
+        CHECK_EQ(tally_expo_store(NULL, &f, s), -EINVAL);
+        for (k = 0; k < 3000; k++) {
+            char key[16];
+            int len = sprintf(key, "key%d", k);
+            CHECK_EQ(tally_store_add_n(s, key, (size_t)len, k), 0);
+        }
+        CHECK_EQ(tally_expo_store(w, &f, r), -EPIPE);
+        CHECK_EQ(o.calls, 1);
+        tally_expo_free(w);
+        out_reset(&o);
+    }
+    tally_store_close(r);
+    tally_store_close(s);
+    unlink(path);
+}
+
 int main(void)
 {
     test_content_types();
@@ -991,6 +1091,7 @@ int main(void)
     test_stats();
     test_map_concurrent();
     test_map_sink_error();
+    test_store_render();
     printf("test_expo: ok\n");
     return 0;
 }

@@ -18,6 +18,7 @@ static const struct command {
 } commands[] = {
     {"demo", cmd_demo,
      "run the article's program: N threads each add 1 to one key"},
+    {"serve", cmd_serve, "serve a store's counters to Prometheus over HTTP"},
     {"help", cmd_help, "show this help, or a command's"},
 };
 

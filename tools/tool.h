@@ -35,6 +35,7 @@ int cmd_export(int argc, char **argv); /* export.c */
 int cmd_top(int argc, char **argv);    /* top.c */
 int cmd_check(int argc, char **argv);  /* check.c */
 int cmd_demo(int argc, char **argv);   /* demo.c */
+int cmd_serve(int argc, char **argv);  /* serve.c */
 
 /* ---- errors and option values (tool.c) ---- */
 

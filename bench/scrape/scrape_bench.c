@@ -23,8 +23,8 @@
  *       Adds 1 to each of N keys of the store FILE (created if absent), as
  *       one writer process; run.sh starts two at once, then serves FILE.
  *
- * --source store uses a tally_store in a temporary file (the path tally
- * serve reads); it and fill need src/store.c (TALLY_SCRAPE_STORE).
+ * --source store uses a tally_store in a temporary file (what tally serve
+ * reads).
  *
  * Exit status 0 when every check is exact, 1 otherwise, 2 on bad usage.
  */
@@ -59,10 +59,8 @@ static int key_of(char *buf, size_t i)
 struct source {
     int is_store;
     tally_map *map;
-#if defined(TALLY_SCRAPE_STORE)
     tally_store *store;
     char path[64];
-#endif
 };
 
 static int source_open(struct source *s, const char *kind)
@@ -70,7 +68,6 @@ static int source_open(struct source *s, const char *kind)
     memset(s, 0, sizeof *s);
     if (strcmp(kind, "map") == 0)
         return tally_map_new(&s->map);
-#if defined(TALLY_SCRAPE_STORE)
     if (strcmp(kind, "store") == 0) {
         struct tally_store_config cfg = {.flags = TALLY_STORE_CREATE};
         int fd;
@@ -84,39 +81,32 @@ static int source_open(struct source *s, const char *kind)
         unlink(s->path); /* tally_store_open creates it */
         return tally_store_open(&s->store, s->path, &cfg);
     }
-#endif
     return -ENOTSUP;
 }
 
 static void source_close(struct source *s)
 {
-#if defined(TALLY_SCRAPE_STORE)
     if (s->is_store) {
         tally_store_close(s->store);
         unlink(s->path);
         return;
     }
-#endif
     tally_map_free(s->map);
 }
 
 static int source_add(struct source *s, const char *key, size_t len,
                       int64_t v)
 {
-#if defined(TALLY_SCRAPE_STORE)
     if (s->is_store)
         return tally_store_add_n(s->store, key, len, v);
-#endif
     return tally_map_add_n(s->map, key, len, v);
 }
 
 static int source_render(struct source *s, tally_expo *w,
                          const struct tally_expo_family *f)
 {
-#if defined(TALLY_SCRAPE_STORE)
     if (s->is_store)
         return tally_expo_store(w, f, s->store);
-#endif
     return tally_expo_map(w, f, s->map);
 }
 
@@ -214,7 +204,7 @@ static int cmd_render(const char *kind, const size_t *sizes, int nsizes,
             return 1;
         }
         for (i = 0; i < n; i++) {
-            char key[32];
+            char key[48];
             int len = key_of(key, i);
             if ((rc = source_add(&s, key, (size_t)len, 3 * (int64_t)i)) != 0) {
                 fprintf(stderr, "scrape-bench: add: %s\n", tally_strerror(rc));
@@ -280,7 +270,7 @@ static void *adder_run(void *arg)
 {
     struct adder *a = arg;
     struct shared *sh = a->sh;
-    char keys[64][32];
+    char keys[64][48];
     int lens[64];
     uint64_t n = 0, x = a->seed;
 
@@ -405,7 +395,7 @@ static int cmd_interfere(const char *kind, size_t keys, double seconds,
         return 1;
     }
     for (i = 0; i < keys; i++) {
-        char key[32];
+        char key[48];
         int len = key_of(key, i);
         if (source_add(&s, key, (size_t)len, 0) != 0)
             return 1;
@@ -437,11 +427,9 @@ static int cmd_interfere(const char *kind, size_t keys, double seconds,
     qsort(off, (size_t)rounds, sizeof *off, cmp_double);
     qsort(on, (size_t)rounds, sizeof *on, cmp_double);
 
-#if defined(TALLY_SCRAPE_STORE)
     if (s.is_store)
         rc = tally_store_foreach(s.store, sum_visit, &sum);
     else
-#endif
         rc = tally_map_foreach(s.map, sum_visit, &sum);
     {
         int exact = rc == 0 && !ad[0].err && !ad[1].err && !sh.scrape_err &&
@@ -467,7 +455,6 @@ static int cmd_interfere(const char *kind, size_t keys, double seconds,
 
 static int cmd_fill(const char *path, size_t keys)
 {
-#if defined(TALLY_SCRAPE_STORE)
     struct tally_store_config cfg = {.flags = TALLY_STORE_CREATE};
     tally_store *st;
     size_t i;
@@ -478,7 +465,7 @@ static int cmd_fill(const char *path, size_t keys)
         return 1;
     }
     for (i = 0; i < keys && rc == 0; i++) {
-        char key[32];
+        char key[48];
         int len = key_of(key, i);
         rc = tally_store_add_n(st, key, (size_t)len, 1);
     }
@@ -488,12 +475,6 @@ static int cmd_fill(const char *path, size_t keys)
         return 1;
     }
     return 0;
-#else
-    (void)path;
-    (void)keys;
-    printf("scrape-bench: skip: fill needs src/store.c\n");
-    return 0;
-#endif
 }
 
 /* ---- main ----------------------------------------------------------- */
@@ -580,12 +561,6 @@ int main(int argc, char **argv)
         return usage();
     if (strcmp(kind, "map") != 0 && strcmp(kind, "store") != 0)
         return usage();
-#if !defined(TALLY_SCRAPE_STORE)
-    if (strcmp(kind, "store") == 0) {
-        printf("scrape-bench: skip: --source store needs src/store.c\n");
-        return 0;
-    }
-#endif
     if (strcmp(argv[1], "fill") == 0)
         return cmd_fill(argv[2], sizes[0]);
     if (strcmp(argv[1], "render") == 0)
