@@ -308,6 +308,8 @@ void tally__store_hash_mask(uint64_t mask);
  * of two, 1..256) and a root of 2^root_bits slots (4, 8, 12 or 16); 0
  * restores the defaults. */
 void tally__store_test_layout(uint32_t cells, uint32_t root_bits);
+/* While on, creation skips O_TMPFILE and uses a temporary name. */
+void tally__store_test_named_create(int on);
 /* While >= 0, the CPU number used to pick cells (process-wide). */
 void tally__store_test_cpu(int cpu);
 /* Stripes key now (it must exist). 0, -ENOENT, -ENOSPC, -EROFS... */

@@ -88,10 +88,17 @@ uint64_t tally__store_header_sum(const void *header)
 static _Atomic(uint32_t) test_cells;
 static _Atomic(uint32_t) test_root_bits;
 
+static _Atomic(int) test_named;
+
 void tally__store_test_layout(uint32_t cells, uint32_t root_bits)
 {
     tally_atomic_store(&test_cells, cells, relaxed);
     tally_atomic_store(&test_root_bits, root_bits, relaxed);
+}
+
+void tally__store_test_named_create(int on)
+{
+    tally_atomic_store(&test_named, on, relaxed);
 }
 #endif
 
@@ -241,6 +248,12 @@ static int create_store(const char *path, unsigned mode, uint64_t max_bytes,
 
     /* First choice: a file with no name until link gives it one. */
     int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
+#if defined(TALLY_TEST_HOOKS)
+    if (fd >= 0 && tally_atomic_load(&test_named, relaxed)) {
+        close(fd);
+        fd = -1;
+    }
+#endif
     if (fd >= 0) {
         r = fill_new(fd, max_bytes);
         if (r != 0) {
