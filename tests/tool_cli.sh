@@ -48,7 +48,7 @@ usage_error() {
     fi
 }
 
-commands="demo help"
+commands="add get ls export top check demo serve help"
 
 # tally itself
 expect 0 '^tally 0\.1\.0$' '' --version
@@ -81,7 +81,37 @@ for c in $commands; do
     usage_error "^tally $c: unknown option '-Z'" "$c" -Z
 done
 
+# missing and extra arguments, bad values
 f=$tmp/s.tally
+usage_error "^tally add: missing FILE and KEY" add
+usage_error "^tally add: missing KEY" add "$f"
+usage_error "^tally add: unexpected argument 'x'" add "$f" k 1 x
+for bad in '' 1.5 1x ' 1' 0x10 9223372036854775808 -9223372036854775809 abc; do
+    usage_error "^tally add: N wants an integer from -9223372036854775808 to 9223372036854775807, not '$bad'" add "$f" k "$bad"
+done
+usage_error "^tally add: KEY 'a\\\\q' is not a valid escaped key" add -e "$f" 'a\q'
+usage_error "^tally add: KEY 'a\\\\x4' is not a valid escaped key" add -e "$f" 'a\x4'
+usage_error "^tally add: KEY 'a\\\\' is not a valid escaped key" add -e "$f" 'a\'
+usage_error "^tally add: KEY is longer than 4096 bytes" add "$f" "$(printf 'k%.0s' $(seq 4097))"
+usage_error "^tally add: KEY '.*' is not a valid escaped key" add -e "$f" "$(printf '\\x41%.0s' $(seq 4097))"
+usage_error "^tally get: missing FILE and KEY" get
+usage_error "^tally get: missing KEY" get "$f"
+usage_error "^tally get: unexpected argument 'x'" get "$f" k x
+usage_error "^tally ls: missing FILE" ls
+usage_error "^tally export: missing FILE" export
+usage_error "^tally export: option '--format' needs a value" export "$f" --format
+usage_error "^tally export: option '-f' needs a value" export "$f" -f
+usage_error "^tally export: --format wants json or csv, not 'xml'" export "$f" --format xml
+usage_error "^tally top: missing FILE" top
+usage_error "^tally top: option '--interval' needs a value" top "$f" --interval
+for bad in 0 0.001 3601 -1 abc 1e3 1..2 ' 1' ''; do
+    usage_error "^tally top: --interval wants seconds from 0.01 to 3600, not '$bad'" top "$f" --interval "$bad"
+done
+usage_error "^tally check: missing FILE" check
+usage_error "^tally check: unexpected argument 'x'" check "$f" x
+# none of these created the store file
+[ ! -e "$f" ] || fail "a usage error created $f"
+
 # tally demo: the article's program in this process (each implementation)
 expect 0 '^tally_counter +5 ' '' demo --threads 5
 expect 0 '^mutex \+ map.* 1 ' '' demo -t 1 -k x
@@ -90,8 +120,12 @@ expect 0 '^tally_map +5 ' '' demo --threads 5
 usage_error "^tally demo: option '--threads' needs a value" demo --threads
 usage_error "^tally demo: option '-t' needs a value" demo -t
 usage_error "^tally demo: unexpected argument 'extra'" demo extra
+usage_error "^tally demo: --file needs --processes" demo --file "$f"
 for bad in 0 -1 100001 abc 10x '' ' 5' 99999999999999999999; do
     usage_error "^tally demo: --threads wants a number from 1 to 100000, not '$bad'" demo --threads "$bad"
+done
+for bad in 0 1025 x; do
+    usage_error "^tally demo: --processes wants a number from 1 to 1024, not '$bad'" demo --processes "$bad"
 done
 
 [ "$fails" -eq 0 ] || { echo "$fails checks failed" >&2; exit 1; }

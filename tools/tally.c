@@ -3,6 +3,7 @@
  * subcommands, and 'tally help'. Each subcommand lives in its own file
  * (add.c, get.c, ...); tool.h says what they share.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +17,12 @@ static const struct command {
     int (*run)(int argc, char **argv);
     const char *summary;
 } commands[] = {
+    {"add", cmd_add, "add N (default 1) to a key in a store file"},
+    {"get", cmd_get, "print a key's value"},
+    {"ls", cmd_ls, "list keys and values, sorted by key"},
+    {"export", cmd_export, "write every key and value as JSON or CSV"},
+    {"top", cmd_top, "watch values and rates live"},
+    {"check", cmd_check, "check a store file's structure"},
     {"demo", cmd_demo,
      "run the article's program: N threads each add 1 to one key"},
     {"serve", cmd_serve, "serve a store's counters to Prometheus over HTTP"},
@@ -88,7 +95,7 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const struct command *c;
-    int opt;
+    int opt, status;
 
     opterr = 0; /* tool_bad_option prints our own one-line messages */
     /* '+': stop at the command name, whose options are its own;
@@ -114,5 +121,13 @@ int main(int argc, char **argv)
     argc -= optind;
     argv += optind;
     optind = 0; /* glibc: start a fresh getopt scan for the command */
-    return c->run(argc, argv);
+    status = c->run(argc, argv);
+    /* Output that could not be written (a full disk, a closed pipe) is a
+     * failure, not a silent success. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "tally %s: writing the output: %s\n", c->name,
+                strerror(errno));
+        return TOOL_FAIL;
+    }
+    return status;
 }
