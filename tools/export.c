@@ -104,28 +104,28 @@ static void json_string(FILE *out, const unsigned char *p, size_t n)
     static const char hex[] = "0123456789abcdef";
     size_t i;
 
-    putc('"', out);
+    putc_unlocked('"', out);
     for (i = 0; i < n; i++) {
         unsigned char c = p[i];
 
         if (c == '"' || c == '\\') {
-            putc('\\', out);
-            putc(c, out);
+            putc_unlocked('\\', out);
+            putc_unlocked(c, out);
         } else if (c == '\n') {
-            fputs("\\n", out);
+            fputs_unlocked("\\n", out);
         } else if (c == '\t') {
-            fputs("\\t", out);
+            fputs_unlocked("\\t", out);
         } else if (c == '\r') {
-            fputs("\\r", out);
+            fputs_unlocked("\\r", out);
         } else if (c < 0x20) {
-            fputs("\\u00", out);
-            putc(hex[c >> 4], out);
-            putc(hex[c & 15], out);
+            fputs_unlocked("\\u00", out);
+            putc_unlocked(hex[c >> 4], out);
+            putc_unlocked(hex[c & 15], out);
         } else {
-            putc(c, out);
+            putc_unlocked(c, out);
         }
     }
-    putc('"', out);
+    putc_unlocked('"', out);
 }
 
 static void base64(FILE *out, const unsigned char *p, size_t n)
@@ -134,30 +134,30 @@ static void base64(FILE *out, const unsigned char *p, size_t n)
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t i;
 
-    putc('"', out);
+    putc_unlocked('"', out);
     for (i = 0; i + 2 < n; i += 3) {
         uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
 
-        putc(b64[v >> 18], out);
-        putc(b64[v >> 12 & 63], out);
-        putc(b64[v >> 6 & 63], out);
-        putc(b64[v & 63], out);
+        putc_unlocked(b64[v >> 18], out);
+        putc_unlocked(b64[v >> 12 & 63], out);
+        putc_unlocked(b64[v >> 6 & 63], out);
+        putc_unlocked(b64[v & 63], out);
     }
     if (n - i == 1) {
         uint32_t v = (uint32_t)p[i] << 16;
 
-        putc(b64[v >> 18], out);
-        putc(b64[v >> 12 & 63], out);
-        fputs("==", out);
+        putc_unlocked(b64[v >> 18], out);
+        putc_unlocked(b64[v >> 12 & 63], out);
+        fputs_unlocked("==", out);
     } else if (n - i == 2) {
         uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
 
-        putc(b64[v >> 18], out);
-        putc(b64[v >> 12 & 63], out);
-        putc(b64[v >> 6 & 63], out);
-        putc('=', out);
+        putc_unlocked(b64[v >> 18], out);
+        putc_unlocked(b64[v >> 12 & 63], out);
+        putc_unlocked(b64[v >> 6 & 63], out);
+        putc_unlocked('=', out);
     }
-    putc('"', out);
+    putc_unlocked('"', out);
 }
 
 static void export_json(FILE *out, const struct tool_keys *list,
@@ -177,23 +177,24 @@ static void export_json(FILE *out, const struct tool_keys *list,
         const struct tool_entry *e = &list->entries[i];
 
         if (utf8_valid(e->key, e->len)) {
-            fputs("{\"key\":", out);
+            fputs_unlocked("{\"key\":", out);
             json_string(out, e->key, e->len);
         } else {
-            fputs("{\"key_base64\":", out);
+            fputs_unlocked("{\"key_base64\":", out);
             base64(out, e->key, e->len);
         }
-        fprintf(out, ",\"value\":%" PRId64 "}%s\n", e->value,
-                i + 1 < list->n ? "," : "");
+        fputs_unlocked(",\"value\":", out);
+        tool_put_int64(out, e->value);
+        fputs_unlocked(i + 1 < list->n ? "},\n" : "}\n", out);
     }
-    fputs("]}\n", out);
+    fputs_unlocked("]}\n", out);
 }
 
 static void export_csv(FILE *out, const struct tool_keys *list)
 {
     size_t i, j;
 
-    fputs("key,value\n", out);
+    fputs_unlocked("key,value\n", out);
     for (i = 0; i < list->n; i++) {
         const struct tool_entry *e = &list->entries[i];
         bool quote = false;
@@ -202,17 +203,19 @@ static void export_csv(FILE *out, const struct tool_keys *list)
             quote = e->key[j] == ',' || e->key[j] == '"' ||
                     e->key[j] == '\r' || e->key[j] == '\n';
         if (!quote) {
-            fwrite(e->key, 1, e->len, out);
+            fwrite_unlocked(e->key, 1, e->len, out);
         } else {
-            putc('"', out);
+            putc_unlocked('"', out);
             for (j = 0; j < e->len; j++) {
                 if (e->key[j] == '"')
-                    putc('"', out);
-                putc(e->key[j], out);
+                    putc_unlocked('"', out);
+                putc_unlocked(e->key[j], out);
             }
-            putc('"', out);
+            putc_unlocked('"', out);
         }
-        fprintf(out, ",%" PRId64 "\n", e->value);
+        putc_unlocked(',', out);
+        tool_put_int64(out, e->value);
+        putc_unlocked('\n', out);
     }
 }
 
@@ -259,11 +262,12 @@ int cmd_export(int argc, char **argv)
         err = tool_keys_collect(s, argv + optind + 1, argc - optind - 1,
                                 &list);
     tally_store_close(s);
+    if (err == 0)
+        err = tool_keys_sort(&list);
     if (err != 0) {
         tool_keys_free(&list);
         return tool_fail("export", file, err);
     }
-    tool_keys_sort(&list);
     if (csv)
         export_csv(stdout, &list);
     else

@@ -167,6 +167,18 @@ static const unsigned char *arena_copy(struct tool_keys *list,
     return c->bytes + c->used - len;
 }
 
+/* Bytes at..at+7 of key as a big-endian integer, zero past the end. */
+static uint64_t sort_word(const void *key, size_t len, size_t at)
+{
+    const unsigned char *p = key;
+    uint64_t w = 0;
+    size_t i;
+
+    for (i = at; i < at + 8; i++)
+        w = w << 8 | (i < len ? p[i] : 0);
+    return w;
+}
+
 struct collect_ctx {
     struct tool_keys *list;
     char *const *globs;
@@ -203,6 +215,8 @@ static int collect_one(void *p, const void *key, size_t len, int64_t value)
         return -ENOMEM;
     e->len = len;
     e->value = value;
+    e->sort_hi = sort_word(key, len, 0);
+    e->sort_lo = sort_word(key, len, 8);
     list->n++;
     return 0;
 }
@@ -226,22 +240,193 @@ int tool_keys_collect(tally_store *s, char *const *globs, int nglobs,
 int tool_entry_keycmp(const struct tool_entry *a, const struct tool_entry *b)
 {
     size_t n = a->len < b->len ? a->len : b->len;
-    int c = n != 0 ? memcmp(a->key, b->key, n) : 0;
+    int c;
 
+    /* Zero padding orders as memcmp-then-length does: where the padded
+     * words first differ, either both keys have real bytes there, or the
+     * shorter key has ended and is a prefix of the other. */
+    if (a->sort_hi != b->sort_hi)
+        return a->sort_hi < b->sort_hi ? -1 : 1;
+    if (a->sort_lo != b->sort_lo)
+        return a->sort_lo < b->sort_lo ? -1 : 1;
+    c = n > 16 ? memcmp(a->key + 16, b->key + 16, n - 16) : 0;
     if (c != 0)
         return c;
     return (a->len > b->len) - (a->len < b->len);
 }
 
-static int entry_cmp(const void *a, const void *b)
+/*
+ * Sorting a million keys is most of what 'tally export' and 'tally ls'
+ * cost, so the sort works on 24-byte records holding the two sort words
+ * and the entry's index (most comparisons touch nothing else), with the
+ * comparison inlined, then moves the entries into that order once. It is
+ * an introsort: quicksort with a median-of-three pivot, insertion sort for
+ * short runs, and heapsort past 2 log2(n) levels, so that no order of keys
+ * in a file (a crafted one included) makes it quadratic.
+ */
+#if defined(TALLY_TEST_HOOKS)
+int tool_sort_depth_override = -1;
+#endif
+
+struct sort_rec {
+    uint64_t hi, lo;
+    size_t i; /* index into the entries */
+};
+
+static inline bool rec_lt(const struct tool_entry *ents,
+                          const struct sort_rec *a, const struct sort_rec *b)
 {
-    return tool_entry_keycmp(a, b);
+    if (a->hi != b->hi)
+        return a->hi < b->hi;
+    if (a->lo != b->lo)
+        return a->lo < b->lo;
+    return tool_entry_keycmp(&ents[a->i], &ents[b->i]) < 0;
 }
 
-void tool_keys_sort(struct tool_keys *list)
+static inline void rec_swap(struct sort_rec *a, struct sort_rec *b)
 {
-    if (list->n > 1)
-        qsort(list->entries, list->n, sizeof *list->entries, entry_cmp);
+    struct sort_rec t = *a;
+
+    *a = *b;
+    *b = t;
+}
+
+static void rec_insertion(const struct tool_entry *ents, struct sort_rec *r,
+                          size_t n)
+{
+    size_t i, j;
+
+    for (i = 1; i < n; i++) {
+        struct sort_rec t = r[i];
+
+        for (j = i; j > 0 && rec_lt(ents, &t, &r[j - 1]); j--)
+            r[j] = r[j - 1];
+        r[j] = t;
+    }
+}
+
+static void rec_sift(const struct tool_entry *ents, struct sort_rec *r,
+                     size_t root, size_t n)
+{
+    size_t child;
+
+    while ((child = 2 * root + 1) < n) {
+        if (child + 1 < n && rec_lt(ents, &r[child], &r[child + 1]))
+            child++;
+        if (!rec_lt(ents, &r[root], &r[child]))
+            return;
+        rec_swap(&r[root], &r[child]);
+        root = child;
+    }
+}
+
+static void rec_heapsort(const struct tool_entry *ents, struct sort_rec *r,
+                         size_t n)
+{
+    size_t i;
+
+    for (i = n / 2; i-- > 0;)
+        rec_sift(ents, r, i, n);
+    for (i = n; i-- > 1;) {
+        rec_swap(&r[0], &r[i]);
+        rec_sift(ents, r, 0, i);
+    }
+}
+
+static void rec_introsort(const struct tool_entry *ents, struct sort_rec *r,
+                          size_t n, unsigned depth)
+{
+    while (n > 16) {
+        size_t mid = n / 2, i, j;
+        struct sort_rec pivot;
+
+        if (depth-- == 0) {
+            rec_heapsort(ents, r, n);
+            return;
+        }
+        /* r[0] <= r[mid] <= r[n-1]; the pivot waits at n-2. */
+        if (rec_lt(ents, &r[mid], &r[0]))
+            rec_swap(&r[mid], &r[0]);
+        if (rec_lt(ents, &r[n - 1], &r[0]))
+            rec_swap(&r[n - 1], &r[0]);
+        if (rec_lt(ents, &r[n - 1], &r[mid]))
+            rec_swap(&r[n - 1], &r[mid]);
+        rec_swap(&r[mid], &r[n - 2]);
+        pivot = r[n - 2];
+        /* r[0] and the pivot itself stop the scans: no bounds checks. */
+        i = 0;
+        j = n - 2;
+        for (;;) {
+            while (rec_lt(ents, &r[++i], &pivot))
+                continue;
+            while (rec_lt(ents, &pivot, &r[--j]))
+                continue;
+            if (i >= j)
+                break;
+            rec_swap(&r[i], &r[j]);
+        }
+        rec_swap(&r[i], &r[n - 2]);
+        /* [0, i) < pivot < (i, n): recurse into the smaller side. */
+        if (i < n - i - 1) {
+            rec_introsort(ents, r, i, depth);
+            r += i + 1;
+            n -= i + 1;
+        } else {
+            rec_introsort(ents, r + i + 1, n - i - 1, depth);
+            n = i;
+        }
+    }
+    rec_insertion(ents, r, n);
+}
+
+int tool_keys_sort(struct tool_keys *list)
+{
+    struct tool_entry *sorted;
+    struct sort_rec *r;
+    unsigned depth = 0;
+    size_t i;
+
+    if (list->n < 2)
+        return 0;
+    r = malloc(list->n * sizeof *r);
+    sorted = malloc(list->cap * sizeof *sorted);
+    if (r == NULL || sorted == NULL) {
+        free(r);
+        free(sorted);
+        return -ENOMEM;
+    }
+    for (i = 0; i < list->n; i++) {
+        r[i].hi = list->entries[i].sort_hi;
+        r[i].lo = list->entries[i].sort_lo;
+        r[i].i = i;
+    }
+    for (i = list->n; i > 1; i >>= 1)
+        depth += 2;
+#if defined(TALLY_TEST_HOOKS)
+    if (tool_sort_depth_override >= 0)
+        depth = (unsigned)tool_sort_depth_override;
+#endif
+    rec_introsort(list->entries, r, list->n, depth);
+    for (i = 0; i < list->n; i++)
+        sorted[i] = list->entries[r[i].i];
+    free(r);
+    free(list->entries);
+    list->entries = sorted;
+    return 0;
+}
+
+void tool_put_int64(FILE *f, int64_t v)
+{
+    char buf[24], *p = buf + sizeof buf;
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
+    fwrite_unlocked(p, 1, (size_t)(buf + sizeof buf - p), f);
 }
 
 void tool_keys_free(struct tool_keys *list)

@@ -65,6 +65,8 @@ int cmd_ls(int argc, char **argv)
         return rc;
     err = tool_keys_collect(s, argv + optind + 1, argc - optind - 1, &list);
     tally_store_close(s);
+    if (err == 0)
+        err = tool_keys_sort(&list);
     shown = malloc(TOOL_SHOWN_MAX);
     if (err == 0 && shown == NULL)
         err = -ENOMEM;
@@ -73,7 +75,6 @@ int cmd_ls(int argc, char **argv)
         tool_keys_free(&list);
         return tool_fail("ls", file, err);
     }
-    tool_keys_sort(&list);
 
     for (i = 0; i < list.n; i++) {
         size_t w = tool_key_show(shown, list.entries[i].key,
@@ -86,9 +87,17 @@ int cmd_ls(int argc, char **argv)
             value_width = vw;
     }
     for (i = 0; i < list.n; i++) {
-        tool_key_show(shown, list.entries[i].key, list.entries[i].len);
-        printf("%-*s  %*" PRId64 "\n", (int)key_width, shown, value_width,
-               list.entries[i].value);
+        size_t w = tool_key_show(shown, list.entries[i].key,
+                                 list.entries[i].len);
+        char num[24];
+        int vw = snprintf(num, sizeof num, "%" PRId64, list.entries[i].value);
+
+        /* printf("%-*s  %*s\n") without its cost per million lines */
+        fwrite_unlocked(shown, 1, w, stdout);
+        for (; w < key_width + 2 + (size_t)(value_width - vw); w++)
+            putc_unlocked(' ', stdout);
+        fwrite_unlocked(num, 1, (size_t)vw, stdout);
+        putc_unlocked('\n', stdout);
     }
     free(shown);
     tool_keys_free(&list);

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tally.h"
 
@@ -111,6 +112,9 @@ struct tool_entry {
     const unsigned char *key; /* len bytes in the list's arena */
     size_t len;
     int64_t value;
+    /* The key's first 16 bytes, big-endian, zero-padded: most keys sort
+     * by these two integers alone, without a call to memcmp. */
+    uint64_t sort_hi, sort_lo;
 };
 
 struct tool_keys {
@@ -124,11 +128,20 @@ struct tool_keys {
  * call). 0, -ENOMEM, or the error of tally_store_foreach. */
 int tool_keys_collect(tally_store *s, char *const *globs, int nglobs,
                       struct tool_keys *list);
-/* Sorts the entries by key bytes (memcmp order, a prefix first). */
-void tool_keys_sort(struct tool_keys *list);
+/* Sorts the entries by key bytes (memcmp order, a prefix first). 0 or
+ * -ENOMEM (the list is left as it was). */
+int tool_keys_sort(struct tool_keys *list);
+/* Writes v in decimal to f (faster than printf for a million rows). */
+void tool_put_int64(FILE *f, int64_t v);
 /* Frees what the list holds and zero-fills it. */
 void tool_keys_free(struct tool_keys *list);
-/* Compares two entries' keys as tool_keys_sort orders them. */
+#if defined(TALLY_TEST_HOOKS)
+/* Tests: while >= 0, the quicksort levels tool_keys_sort allows before
+ * it switches to heapsort (0: heapsort only). */
+extern int tool_sort_depth_override;
+#endif
+/* Compares two entries' keys as tool_keys_sort orders them: memcmp
+ * order, a key before the keys it is a prefix of. */
 int tool_entry_keycmp(const struct tool_entry *a, const struct tool_entry *b);
 
 #endif /* TALLY_TOOL_H */

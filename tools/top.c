@@ -110,11 +110,12 @@ static int top_sample(struct top *t)
     err = tool_keys_collect(t->store, t->opt->globs, t->opt->nglobs,
                             &next.keys);
     next.ns = tool_now_ns();
+    if (err == 0)
+        err = tool_keys_sort(&next.keys);
     if (err != 0) {
         sample_free(&next);
         return err;
     }
-    tool_keys_sort(&next.keys);
     n = next.keys.n;
     next.first_value = malloc((n ? n : 1) * sizeof *next.first_value);
     next.first_ns = malloc((n ? n : 1) * sizeof *next.first_ns);
