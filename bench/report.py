@@ -660,7 +660,8 @@ def extras_markdown(meds, out_dir):
             v = num(e.get("value"))
             if e.get("keys") != "1000000" or v is None:
                 continue
-            if e["what"] in ("tally_export_s", "foreach_format_s"):
+            if e["what"] in ("tally_export_s", "tally_ls_s",
+                             "foreach_format_s"):
                 tr.append(("export of 1M keys (%s)" % e["what"],
                            "%.3f s" % v, "≤ 1 s", verdict_of(v <= 1)))
             if e["what"] == "file_bytes_per_key":
