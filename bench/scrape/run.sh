@@ -111,7 +111,7 @@ run() { # run CMD...: its lines to stdout and to scrape.txt; a failure counts
 {
     echo "machine: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $NPROC CPUs"
     echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "tally:   $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "tally:   $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src include tools 2>/dev/null || echo ' (src/, include/ or tools/ modified)')"
     echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) at the start"
     echo "python:  $($PY --version 2>&1), prometheus_client $($PY -c 'import prometheus_client, importlib.metadata as m; print(m.version("prometheus_client"))' 2>/dev/null || echo none)"
     echo "curl:    $(curl --version 2>/dev/null | sed -n 1p | cut -d' ' -f1-2)"
