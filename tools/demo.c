@@ -43,7 +43,7 @@ struct demo_impl {
     void (*destroy)(void *state);
 };
 
-/* The article's design: one mutex around a map (examples/seedmap.c). */
+/* The article's design: one mutex around a map (seedmap.c). */
 static int seed_create(void **s) { return seedmap_new((seedmap **)s); }
 static int seed_inc(void *s, const char *key) { return seedmap_inc(s, key); }
 static int64_t seed_value(void *s, const char *key)
