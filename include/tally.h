@@ -399,6 +399,21 @@ TALLY_API int tally_store_add_n(tally_store *s, const void *key, size_t len,
                                 int64_t delta);
 TALLY_API int tally_store_inc(tally_store *s, const char *key);
 
+/* tally_store_add and tally_store_inc take strlen in the caller, where
+ * the compiler folds it for a literal key (as tally_map_add does, section
+ * 7); the library's copies remain for &tally_store_add and for
+ * TALLY_NO_INLINE builds. Same behaviour either way. */
+static inline int tally__store_add_inline(tally_store *s, const char *key,
+                                          int64_t delta)
+{
+    return tally_store_add_n(s, key, key != NULL ? strlen(key) : 0, delta);
+}
+#if !defined(TALLY_NO_INLINE)
+#define tally_store_add(s, key, delta)                                      \
+    tally__store_add_inline((s), (key), (delta))
+#define tally_store_inc(s, key) tally__store_add_inline((s), (key), 1)
+#endif
+
 /* The key's value: 0, -ENOENT (*value untouched), -EINVAL,
  * -ENAMETOOLONG, TALLY_ECORRUPT. */
 TALLY_API int tally_store_get(tally_store *s, const char *key,

@@ -62,12 +62,12 @@
  * for the whole max_bytes; the file is mapped over its prefix with
  * MAP_FIXED, so the base never moves and pointers into the mapping stay
  * valid for the life of the tally_store. 'mapped' is how much of the file
- * is mapped; it only grows, and any thread extends it (mmap MAP_FIXED of
- * the same file pages, which is idempotent) when an offset beyond it is
- * needed: after this process grew the file, or when it meets an offset
- * that another process allocated after we last looked. No lock is taken
- * in the process either, so a fork at any instant leaves the child a
- * usable store.
+ * is mapped; it only grows, and any thread extends it when an offset
+ * beyond it is needed: after this process grew the file, or when it meets
+ * an offset that another process allocated after we last looked. That
+ * takes a process-local mutex around the mmap (store_file.c); nothing
+ * else in the process locks, and adds never map. A fork at any instant
+ * leaves the child a usable store (atfork handlers keep the mutex sane).
  */
 #ifndef TALLY_STORE_H
 #define TALLY_STORE_H
@@ -76,6 +76,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "atomic.h"
 #include "hash.h"
@@ -198,6 +199,8 @@ struct tally_store {
      * raised (release) after the mmap that covers it, read (acquire)
      * before a pointer below it is formed. */
     _Atomic(uint64_t) mapped;
+    uint64_t map_end;            /* the mapping's end, a page boundary;
+                                    under store_file.c's map_lock */
     int fd;
     int readonly;
     uint64_t page;               /* the system page size */
@@ -271,6 +274,25 @@ struct tally__store_entry *tally__store_entry_at(struct tally_store *s,
  * growing the file, or TALLY_ECORRUPT ('used' is out of range). */
 int tally__store_alloc(struct tally_store *s, uint64_t size, uint64_t align,
                        uint64_t *off, uint64_t *chunk);
+
+/* Whether entry e's key is the len bytes at key. Keys of up to 16 bytes
+ * compare as two (possibly overlapping) words, without a call. */
+static inline int tally__store_key_eq(const struct tally__store_entry *e,
+                                      const void *key, size_t len)
+{
+    if (e->key_len != len)
+        return 0;
+    const unsigned char *a = e->key, *b = key;
+    if (len >= 8 && len <= 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&a1, a + len - 8, 8);
+        memcpy(&b1, b + len - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    return memcmp(a, b, len) == 0;
+}
 
 /* The key hash (hash.h keyed by the file's secret). */
 uint64_t tally__store_hash(const struct tally_store *s, const void *key,

@@ -343,6 +343,30 @@ void tally__store_entry_add(struct tally_store *s,
     }
 }
 
+/* The common cases of tally__store_entry_add, for inlining into the
+ * calls: a striped key's cell add, or a cold key's first CAS. */
+static inline void entry_add_fast(struct tally_store *s,
+                                  struct tally__store_entry *e, int64_t delta,
+                                  _Atomic(char *) *cache)
+{
+    /* Acquire: pairs with the release CAS in stripe_entry. */
+    uint64_t st = tally_atomic_load(&e->stripe, acquire);
+    if (tally_likely(st == 0)) {
+        uint64_t v = tally_atomic_load(&e->count, relaxed);
+        /* Relaxed: as in tally__store_entry_add. */
+        if (tally_likely(tally_atomic_cas(&e->count, &v, v + (uint64_t)delta,
+                                          relaxed, relaxed))) {
+            if (tally_unlikely(calm(v + (uint64_t)delta)) &&
+                tally_atomic_load(&e->contention, relaxed) != 0)
+                tally_atomic_store(&e->contention, 0, relaxed);
+            return;
+        }
+    } else if (striped_add(s, st, delta, cache)) {
+        return;
+    }
+    tally__store_entry_add(s, e, delta, cache);
+}
+
 static int entry_total(struct tally_store *s, struct tally__store_entry *e,
                        uint64_t *total)
 {
@@ -413,12 +437,11 @@ struct last_entry {
 static _Thread_local struct last_entry last
     __attribute__((tls_model("initial-exec")));
 
-static int lookup(tally_store *s, const void *key, size_t len, int create,
-                  struct tally__store_entry **out)
+static inline int lookup(tally_store *s, const void *key, size_t len,
+                         int create, struct tally__store_entry **out)
 {
     struct tally__store_entry *e = last.entry;
-    if (last.serial == s->serial && e->key_len == len &&
-        memcmp(e->key, key, len) == 0) {
+    if (last.serial == s->serial && tally__store_key_eq(e, key, len)) {
         *out = e;
         return 0;
     }
@@ -431,8 +454,8 @@ static int lookup(tally_store *s, const void *key, size_t len, int create,
     return 0;
 }
 
-int tally_store_add_n(tally_store *s, const void *key, size_t len,
-                      int64_t delta)
+static inline int add_key(tally_store *s, const void *key, size_t len,
+                          int64_t delta)
 {
     int r = check_key(s, key, len);
     if (r != 0)
@@ -443,20 +466,28 @@ int tally_store_add_n(tally_store *s, const void *key, size_t len,
     r = lookup(s, key, len, 1, &e);
     if (r != 0)
         return r;
-    tally__store_entry_add(s, e, delta, NULL);
+    entry_add_fast(s, e, delta, NULL);
     return 0;
+}
+
+int tally_store_add_n(tally_store *s, const void *key, size_t len,
+                      int64_t delta)
+{
+    return add_key(s, key, len, delta);
 }
 
 int tally_store_add(tally_store *s, const char *key, int64_t delta)
 {
     if (key == NULL)
         return -EINVAL;
-    return tally_store_add_n(s, key, strlen(key), delta);
+    return add_key(s, key, strlen(key), delta);
 }
 
 int tally_store_inc(tally_store *s, const char *key)
 {
-    return tally_store_add(s, key, 1);
+    if (key == NULL)
+        return -EINVAL;
+    return add_key(s, key, strlen(key), 1);
 }
 
 int tally_store_get_n(tally_store *s, const void *key, size_t len,
@@ -596,7 +627,7 @@ void tally_store_handle_add(tally_store_handle *h, int64_t delta)
         cell_add(cells, h->cell_mask, delta);
         return;
     }
-    tally__store_entry_add(h->store, h->entry, delta, &h->cells);
+    entry_add_fast(h->store, h->entry, delta, &h->cells);
 }
 
 void tally_store_handle_inc(tally_store_handle *h)

@@ -18,11 +18,11 @@
  *
  * Open reserves max_bytes of address space (PROT_NONE, MAP_NORESERVE) and
  * maps the file over its start with MAP_FIXED; 'mapped' (process-local)
- * says how far. Offsets beyond it are mapped on demand (map_to): any
- * thread may do it, with no lock, because mapping the same file pages at
- * the same address again changes nothing a reader can see; 'mapped' is
- * raised with a CAS after the mmap (release; tally__store_at's acquire
- * load pairs with it).
+ * says how far. Offsets beyond it are mapped on demand (map_to), under a
+ * process-local mutex held only around the mmap; 'mapped' is raised after
+ * the mmap (release; tally__store_at's acquire load pairs with it). The
+ * base never moves, so pointers into the file stay valid while the store
+ * is open.
  *
  * GROWTH AND ALLOCATION
  *
@@ -52,6 +52,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,30 +380,64 @@ static int take_header(struct tally_store *s, const unsigned char *buf,
     return 0;
 }
 
+/*
+ * Mapping new parts of the file is serialised in the process by map_lock
+ * (process-local, held only around the mmap; adds never map). Each page
+ * is mapped once: map_end is where the mapping ends, a page boundary,
+ * and a part is mapped only beyond it. (Mapping a page again would be
+ * harmless to the data, the same file pages at the same address, but a
+ * thread reading there meanwhile would fault and wait, and
+ * ThreadSanitizer counts an mmap as a write of the whole range.) The
+ * atfork handlers keep a fork from leaving the child a locked lock.
+ */
+static pthread_mutex_t map_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t map_once = PTHREAD_ONCE_INIT;
+
+static void map_lock_prepare(void)
+{
+    pthread_mutex_lock(&map_lock);
+}
+
+static void map_lock_release(void)
+{
+    pthread_mutex_unlock(&map_lock);
+}
+
+static void map_lock_init(void)
+{
+    pthread_atfork(map_lock_prepare, map_lock_release, map_lock_release);
+}
+
 /* Maps the file up to want bytes (want <= the file's size). 0 or -errno. */
 static int map_to(struct tally_store *s, uint64_t want)
 {
     if (want > s->reserved)
         want = s->reserved;
-    /* Acquire: pairs with the release below in another thread, so that
-     * 'mapped' read here is backed by a finished mmap. */
-    uint64_t m = tally_atomic_load(&s->mapped, acquire);
-    while (m < want) {
-        uint64_t start = m & ~(s->page - 1);
-        uint64_t end = round_up(want, s->page);
-        if (end > s->reserved)
-            end = s->reserved;
-        int prot = s->readonly ? PROT_READ : PROT_READ | PROT_WRITE;
-        void *p = mmap(s->base + start, end - start, prot,
-                       MAP_SHARED | MAP_FIXED, s->fd, (off_t)start);
-        if (p == MAP_FAILED)
-            return -errno;
-        /* Release: publishes the mapping just made to threads that
-         * acquire-load 'mapped' (tally__store_at). */
-        if (tally_atomic_cas(&s->mapped, &m, want, release, acquire))
-            return 0;
+    /* Acquire: pairs with the release store below (another thread's), so
+     * a 'mapped' read here is backed by a finished mmap. */
+    if (tally_atomic_load(&s->mapped, acquire) >= want)
+        return 0;
+    int r = 0;
+    pthread_mutex_lock(&map_lock);
+    if (tally_atomic_load(&s->mapped, relaxed) < want) {
+        uint64_t end = round_up(want, s->page); /* <= reserved */
+        if (end > s->map_end) {
+            int prot = s->readonly ? PROT_READ : PROT_READ | PROT_WRITE;
+            void *p = mmap(s->base + s->map_end, end - s->map_end, prot,
+                           MAP_SHARED | MAP_FIXED, s->fd,
+                           (off_t)s->map_end);
+            if (p == MAP_FAILED)
+                r = -errno;
+            else
+                s->map_end = end;
+        }
+        /* Release: publishes the mapping to threads that acquire-load
+         * 'mapped' (tally__store_at, and the check above). */
+        if (r == 0)
+            tally_atomic_store(&s->mapped, want, release);
     }
-    return 0;
+    pthread_mutex_unlock(&map_lock);
+    return r;
 }
 
 static int file_size(int fd, uint64_t *size)
@@ -469,6 +504,7 @@ int tally__store_attach(struct tally_store *s, int fd, const char **why)
         return -ENOMEM;
     s->base = base;
     atomic_init(&s->mapped, 0);
+    s->map_end = 0;
     r = map_to(s, size);
     if (r != 0)
         goto fail;
@@ -521,6 +557,7 @@ int tally_store_open(tally_store **out, const char *path,
     int create = (config->flags & TALLY_STORE_CREATE) != 0;
 
     tally__store_cpu_init();
+    pthread_once(&map_once, map_lock_init);
     struct tally_store *s = tally__calloc(1, sizeof *s);
     if (s == NULL)
         return -ENOMEM;

@@ -148,7 +148,7 @@ static unsigned slot_index(const struct tally_store *s, uint64_t h,
 static int same_key(const struct tally__store_entry *e, const void *key,
                     size_t len)
 {
-    return e->key_len == len && memcmp(e->key, key, len) == 0;
+    return tally__store_key_eq(e, key, len);
 }
 
 /* Allocates and fills an entry for key; not yet linked. */
