@@ -115,6 +115,24 @@ static void op_grow(tally_store *s)
     }
 }
 
+/* As op_grow, but dies right after an allocation that needed the file
+ * to grow has raised 'used': the file must already be long enough. */
+static void op_grow_bump(tally_store *s)
+{
+    char name[32];
+    for (int i = 0;; i++) {
+        struct tally_store_info info;
+        CHECK_EQ(tally_store_info(s, &info), 0);
+        /* Less room than any chunk needs: the next insert grows. */
+        if (info.file_bytes - info.used_bytes < 48)
+            tally__crash_arm("alloc.after_bump", 1);
+        snprintf(name, sizeof name, "grow-%d", i);
+        CHECK_EQ(tally_store_add(s, name, 1), 0);
+        int32_t n = i;
+        CHECK_EQ(write(3, &n, sizeof n), (ssize_t)sizeof n);
+    }
+}
+
 static void op_stripe(tally_store *s)
 {
     tally__store_stripe(s, "hot", 3);
@@ -168,7 +186,7 @@ static void crash_child(const char *point, unsigned long nth, op_fn op,
         }
         int32_t done = -1;
         CHECK_EQ(write(3, &done, sizeof done), (ssize_t)sizeof done);
-        tally__crash_arm(point, nth);
+        tally__crash_arm(point, nth); /* NULL: op arms it */
         op(s);
         _exit(0); /* the point was not reached */
     }
@@ -186,7 +204,8 @@ static void crash_child(const char *point, unsigned long nth, op_fn op,
     CHECK_EQ(waitpid(pid, &status, 0), pid);
     if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
         fprintf(stderr, "crash point %s (pass %lu): child status 0x%x, not "
-                        "killed there\n", point, nth, status);
+                        "killed there\n", point ? point : "(armed by op)",
+                nth, status);
         CHECK(0);
     }
     CHECK(got);
@@ -327,28 +346,35 @@ static void test_expand_points(void)
 
 static void test_grow_point(void)
 {
-    tally_store *s = fresh();
-    int acks;
-    crash_child("grow.after_extend", 1, op_grow, &acks);
-    check_store(path);
-    CHECK_GT(acks, 100);
-    char name[32];
-    for (int i = 0; i < acks; i++) {
-        snprintf(name, sizeof name, "grow-%d", i);
-        CHECK_EQ(tally_store_value(s, name), 1);
+    for (int bump = 0; bump < 2; bump++) {
+        tally_store *s = fresh();
+        int acks;
+        if (bump)
+            crash_child(NULL, 0, op_grow_bump, &acks);
+        else
+            crash_child("grow.after_extend", 1, op_grow, &acks);
+        struct report r = check_store(path);
+        CHECK_EQ(r.leaked, bump); /* the bumped chunk, never linked */
+        CHECK_GT(acks, 100);
+        char name[32];
+        for (int i = 0; i < acks; i++) {
+            snprintf(name, sizeof name, "grow-%d", i);
+            CHECK_EQ(tally_store_value(s, name), 1);
+        }
+        /* The one in flight died before it was linked: absent. */
+        snprintf(name, sizeof name, "grow-%d", acks);
+        CHECK_EQ(tally_store_get(s, name, &(int64_t){0}), -ENOENT);
+        CHECK_EQ(tally_store_size(s), ACKED + (size_t)acks);
+        struct tally_store_info info;
+        CHECK_EQ(tally_store_info(s, &info), 0);
+        CHECK_GT(info.file_bytes, TALLY__STORE_MIN_BYTES); /* it grew */
+        CHECK_GE(info.file_bytes, info.used_bytes);
+        after_crash(s, 0);
+        tally_store_close(s);
+        check_store(path);
+        printf("crash point %-22s ok: %d acknowledged inserts before it\n",
+               bump ? "alloc.after_bump, growing" : "grow.after_extend", acks);
     }
-    /* The one in flight died before it was allocated: absent. */
-    snprintf(name, sizeof name, "grow-%d", acks);
-    CHECK_EQ(tally_store_get(s, name, &(int64_t){0}), -ENOENT);
-    CHECK_EQ(tally_store_size(s), ACKED + (size_t)acks);
-    struct tally_store_info info;
-    CHECK_EQ(tally_store_info(s, &info), 0);
-    CHECK_GT(info.file_bytes, TALLY__STORE_MIN_BYTES); /* it grew */
-    after_crash(s, 0);
-    tally_store_close(s);
-    check_store(path);
-    printf("crash point %-22s ok: %d acknowledged inserts before it\n",
-           "grow.after_extend", acks);
 }
 
 static void test_stripe_points(void)
