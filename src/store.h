@@ -332,6 +332,11 @@ void tally__store_hash_mask(uint64_t mask);
 void tally__store_test_layout(uint32_t cells, uint32_t root_bits);
 /* While on, creation skips O_TMPFILE and uses a temporary name. */
 void tally__store_test_named_create(int on);
+/* Where CPU numbers come from: "rseq", "sched_getcpu" or "thread". */
+const char *tally__store_cpu_source(void);
+/* Forces "sched_getcpu" or "thread", or "probe"s again; -EINVAL when
+ * that source is not there. No add may run meanwhile. */
+int tally__store_test_cpu_source(const char *source);
 /* While >= 0, the CPU number used to pick cells (process-wide). */
 void tally__store_test_cpu(int cpu);
 /* Stripes key now (it must exist). 0, -ENOENT, -ENOSPC, -EROFS... */

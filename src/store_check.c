@@ -318,6 +318,8 @@ static int check_chain(struct checker *c, uint64_t v, uint64_t prefix)
             break;
         int empty_seen = 0;
         for (unsigned i = 0; i < TALLY__STORE_NODE_SLOTS - 1; i++) {
+            /* Acquire: pairs with the inserter's release CAS (a live
+             * store), so the entry behind it is whole. */
             uint64_t w = tally_atomic_load(&n[i], acquire);
             if (w == 0) {
                 empty_seen = 1;
@@ -352,7 +354,8 @@ static int check_chain(struct checker *c, uint64_t v, uint64_t prefix)
             }
             keys[nkeys++] = e;
         }
-        v = tally_atomic_load(&n[TALLY__STORE_NODE_SLOTS - 1], acquire);
+        v = tally_atomic_load(&n[TALLY__STORE_NODE_SLOTS - 1],
+                              acquire); /* as above: the linking CAS */
     }
     if (nkeys > 1) {
         qsort(keys, nkeys, sizeof *keys, cmp_entry);
@@ -385,6 +388,8 @@ static void check_index(struct checker *c)
             continue;
         }
         unsigned i = f->next++;
+        /* Acquire: pairs with the release CAS that published the entry
+         * or node (store_index.c), on a live store. */
         uint64_t v = tally_atomic_load(&f->slots[i], acquire);
         if (v == 0)
             continue;
@@ -458,6 +463,7 @@ static void check_space(struct checker *c)
             last_slab = slab;
         }
     }
+    /* Acquire: pairs with the installer's release CAS (store_count.c). */
     uint64_t cur = tally_atomic_load(&tally__store_hdr(s)->slab, acquire);
     if (cur != 0 && check_slab(c, cur, "header.slab", 192)) {
         int seen = 0;

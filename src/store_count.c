@@ -133,6 +133,33 @@ void tally__store_test_cpu(int cpu)
 }
 #endif
 
+static void cpu_probe(void);
+
+#if defined(TALLY_TEST_HOOKS)
+const char *tally__store_cpu_source(void)
+{
+    tally__store_cpu_init();
+    return cpu_mode == CPU_RSEQ     ? "rseq"
+           : cpu_mode == CPU_GETCPU ? "sched_getcpu"
+                                    : "thread";
+}
+
+/* Written between operations, with no add running (the tests' rule). */
+int tally__store_test_cpu_source(const char *source)
+{
+    tally__store_cpu_init();
+    if (strcmp(source, "probe") == 0)
+        cpu_probe();
+    else if (strcmp(source, "sched_getcpu") == 0 && sched_getcpu() >= 0)
+        cpu_mode = CPU_GETCPU;
+    else if (strcmp(source, "thread") == 0)
+        cpu_mode = CPU_THREAD;
+    else
+        return -EINVAL;
+    return 0;
+}
+#endif
+
 static void cpu_probe(void)
 {
 #if HAVE_RSEQ

@@ -458,7 +458,8 @@ void *tally__store_at_slow(struct tally_store *s, uint64_t off, uint64_t len)
         return NULL;
     if (map_to(s, size) != 0)
         return NULL;
-    uint64_t m = tally_atomic_load(&s->mapped, acquire); /* as at() */
+    /* Acquire: as in tally__store_at, pairs with map_to's release. */
+    uint64_t m = tally_atomic_load(&s->mapped, acquire);
     if (off + len > m)
         return NULL;
     return s->base + off;

@@ -456,6 +456,54 @@ static void test_cells(void)
     }
 }
 
+/* Every source of CPU numbers: threads adding to striped keys count
+ * exactly whichever cells they pick. With TALLY_EXPECT_CPU_SOURCE set
+ * (ctest's test_store_norseq runs with glibc's rseq turned off), the
+ * library must have picked that source by itself. */
+struct cpu_worker {
+    tally_store *s;
+    tally_store_handle *h;
+};
+
+static void *cpu_adder(void *arg)
+{
+    struct cpu_worker *w = arg;
+    for (int i = 0; i < 20000; i++) {
+        tally_store_handle_inc(w->h);
+        CHECK_EQ(tally_store_inc(w->s, "by-name"), 0);
+    }
+    return NULL;
+}
+
+static void test_cpu_sources(void)
+{
+    const char *expect = getenv("TALLY_EXPECT_CPU_SOURCE");
+    printf("test_store: CPU numbers from %s\n", tally__store_cpu_source());
+    if (expect != NULL && *expect != '\0')
+        CHECK_STREQ(tally__store_cpu_source(), expect);
+    static const char *sources[] = {"probe", "sched_getcpu", "thread"};
+    for (size_t i = 0; i < sizeof sources / sizeof *sources; i++) {
+        if (tally__store_test_cpu_source(sources[i]) != 0)
+            continue;
+        tally__store_test_layout(4, 0);
+        tally_store *s = open_new("cpus");
+        tally__store_test_layout(0, 0);
+        tally_store_handle *h;
+        CHECK_EQ(tally_store_handle_new(s, "handle", &h), 0);
+        CHECK_EQ(tally_store_add(s, "by-name", 0), 0);
+        CHECK_EQ(tally__store_stripe(s, "handle", 6), 0);
+        CHECK_EQ(tally__store_stripe(s, "by-name", 7), 0);
+        struct cpu_worker w = {s, h};
+        check_threads_run(4, cpu_adder, &w, 0);
+        CHECK_EQ(tally_store_value(s, "handle"), 4 * 20000);
+        CHECK_EQ(tally_store_value(s, "by-name"), 4 * 20000);
+        tally_store_handle_release(h);
+        tally_store_close(s);
+        check_clean(path);
+    }
+    CHECK_EQ(tally__store_test_cpu_source("probe"), 0);
+}
+
 /* Keys whose hashes collide in every bit (a test hook masks the hash):
  * collision chains; and keys that collide in all but the root bits: the
  * deepest trie levels. */
@@ -1158,6 +1206,7 @@ int main(void)
     test_drain();
     test_handles();
     test_cells();
+    test_cpu_sources();
     test_collisions();
     test_bad_input();
     test_readonly();
