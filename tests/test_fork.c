@@ -41,7 +41,11 @@
 
 #include "check.h"
 
+#if defined(TALLY_TSAN)
+#define FORKS 8 /* a fork of a ThreadSanitizer process costs seconds */
+#else
 #define FORKS 40
+#endif
 #define STABLE_KEYS 64
 #define CHILD_THREADS 4
 #define CHILD_ADDS 1000
