@@ -311,12 +311,6 @@ typedef int (*tally__store_walk_fn)(struct tally_store *s,
 int tally__store_walk(struct tally_store *s, tally__store_walk_fn visit,
                       void *ctx);
 
-/* Adds delta to e (inline or striped). *cache, when not NULL, receives
- * the cell pointer once the key is striped (a handle's cache). */
-void tally__store_entry_add(struct tally_store *s,
-                            struct tally__store_entry *e, int64_t delta,
-                            _Atomic(char *) *cache);
-
 /* e's value into *value: 0 or TALLY_ECORRUPT (a bad stripe offset). */
 int tally__store_entry_value(struct tally_store *s,
                              struct tally__store_entry *e, int64_t *value);
@@ -337,6 +331,8 @@ const char *tally__store_cpu_source(void);
 /* Forces "sched_getcpu" or "thread", or "probe"s again; -EINVAL when
  * that source is not there. No add may run meanwhile. */
 int tally__store_test_cpu_source(const char *source);
+/* The next n CASes on an inline count fail, as under contention. */
+void tally__store_test_cas_failures(long n);
 /* While >= 0, the CPU number used to pick cells (process-wide). */
 void tally__store_test_cpu(int cpu);
 /* Stripes key now (it must exist). 0, -ENOENT, -ENOSPC, -EROFS... */

@@ -341,57 +341,75 @@ static inline int calm(uint64_t v)
     return (v * 0x9e3779b97f4a7c15ull) >> (64 - CALM_BITS) == 0;
 }
 
-void tally__store_entry_add(struct tally_store *s,
-                            struct tally__store_entry *e, int64_t delta,
-                            _Atomic(char *) *cache)
+#if defined(TALLY_TEST_HOOKS)
+/* The next n CASes on a count fail as if another add got in first.
+ * Relaxed: set by a single-threaded test between operations. */
+static _Atomic(long) test_cas_failures;
+
+void tally__store_test_cas_failures(long n)
 {
-    /* Acquire: pairs with the release CAS in stripe_entry. */
-    uint64_t st = tally_atomic_load(&e->stripe, acquire);
-    if (st != 0 && striped_add(s, st, delta, cache))
-        return;
-    uint64_t v = tally_atomic_load(&e->count, relaxed);
+    tally_atomic_store(&test_cas_failures, n, relaxed);
+}
+#endif
+
+/* The add's CAS on the inline count: 1 done, 0 failed (*v then holds the
+ * count's current value). Relaxed: the count orders nothing; the CAS
+ * alone makes the add atomic. Unsigned arithmetic wraps. */
+static inline int count_cas(struct tally__store_entry *e, uint64_t *v,
+                            int64_t delta)
+{
+#if defined(TALLY_TEST_HOOKS)
+    long forced = tally_atomic_load(&test_cas_failures, relaxed);
+    if (tally_unlikely(forced > 0)) {
+        tally_atomic_store(&test_cas_failures, forced - 1, relaxed);
+        *v = tally_atomic_load(&e->count, relaxed);
+        return 0;
+    }
+#endif
+    return tally_atomic_cas(&e->count, v, *v + (uint64_t)delta, relaxed,
+                            relaxed);
+}
+
+/* After a failed CAS (v: the count seen then): count the failure, stripe
+ * the key when failures pile up, and add inline or to the cells. */
+static void add_contended(struct tally_store *s, struct tally__store_entry *e,
+                          int64_t delta, _Atomic(char *) *cache, uint64_t v)
+{
     for (;;) {
-        /* Relaxed: the count orders nothing; the CAS alone makes the add
-         * atomic. Unsigned arithmetic wraps. */
-        if (tally_atomic_cas(&e->count, &v, v + (uint64_t)delta, relaxed,
-                             relaxed)) {
-            if (tally_unlikely(calm(v + (uint64_t)delta)) &&
-                tally_atomic_load(&e->contention, relaxed) != 0)
-                tally_atomic_store(&e->contention, 0, relaxed);
-            return;
-        }
-        /* Another add got in between: the key may be contended. */
         uint32_t n = tally_atomic_fetch_add(&e->contention, 1, relaxed) + 1;
-        if (n % STRIPE_AFTER == 0 && st == 0 && s->cells > 1)
+        if (n % STRIPE_AFTER == 0 && s->cells > 1)
             (void)stripe_entry(s, e); /* on failure: stay inline */
-        st = tally_atomic_load(&e->stripe, acquire); /* as above */
+        /* Acquire: pairs with the release CAS in stripe_entry. */
+        uint64_t st = tally_atomic_load(&e->stripe, acquire);
         if (st != 0 && striped_add(s, st, delta, cache))
+            return;
+        if (count_cas(e, &v, delta))
             return;
     }
 }
 
-/* The common cases of tally__store_entry_add, for inlining into the
- * calls: a striped key's cell add, or a cold key's first CAS. */
-static inline void entry_add_fast(struct tally_store *s,
-                                  struct tally__store_entry *e, int64_t delta,
-                                  _Atomic(char *) *cache)
+/* An add to e: to the running CPU's cell when the key is striped, else a
+ * CAS on the inline count; a failed CAS goes to add_contended. *cache,
+ * when not NULL, receives the cells once the key is striped (a handle's
+ * cache). */
+static inline void entry_add(struct tally_store *s,
+                             struct tally__store_entry *e, int64_t delta,
+                             _Atomic(char *) *cache)
 {
     /* Acquire: pairs with the release CAS in stripe_entry. */
     uint64_t st = tally_atomic_load(&e->stripe, acquire);
-    if (tally_likely(st == 0)) {
-        uint64_t v = tally_atomic_load(&e->count, relaxed);
-        /* Relaxed: as in tally__store_entry_add. */
-        if (tally_likely(tally_atomic_cas(&e->count, &v, v + (uint64_t)delta,
-                                          relaxed, relaxed))) {
-            if (tally_unlikely(calm(v + (uint64_t)delta)) &&
-                tally_atomic_load(&e->contention, relaxed) != 0)
-                tally_atomic_store(&e->contention, 0, relaxed);
-            return;
-        }
-    } else if (striped_add(s, st, delta, cache)) {
+    if (tally_unlikely(st != 0) && striped_add(s, st, delta, cache))
+        return;
+    uint64_t v = tally_atomic_load(&e->count, relaxed);
+    if (tally_likely(count_cas(e, &v, delta))) {
+        /* Now and then forget old failures: only keys whose adds keep
+         * failing get striped. */
+        if (tally_unlikely(calm(v + (uint64_t)delta)) &&
+            tally_atomic_load(&e->contention, relaxed) != 0)
+            tally_atomic_store(&e->contention, 0, relaxed);
         return;
     }
-    tally__store_entry_add(s, e, delta, cache);
+    add_contended(s, e, delta, cache, v);
 }
 
 static int entry_total(struct tally_store *s, struct tally__store_entry *e,
@@ -493,7 +511,7 @@ static inline int add_key(tally_store *s, const void *key, size_t len,
     r = lookup(s, key, len, 1, &e);
     if (r != 0)
         return r;
-    entry_add_fast(s, e, delta, NULL);
+    entry_add(s, e, delta, NULL);
     return 0;
 }
 
@@ -629,7 +647,7 @@ int tally_store_handle_new_n(tally_store *s, const void *key, size_t len,
     h->cell_mask = s->cell_mask;
     h->entry = e;
     h->store = s;
-    /* Acquire: as in tally__store_entry_add. */
+    /* Acquire: pairs with the release CAS in stripe_entry. */
     uint64_t st = tally_atomic_load(&e->stripe, acquire);
     if (st != 0)
         atomic_init(&h->cells, cells_at(s, st));
@@ -654,7 +672,7 @@ void tally_store_handle_add(tally_store_handle *h, int64_t delta)
         cell_add(cells, h->cell_mask, delta);
         return;
     }
-    entry_add_fast(h->store, h->entry, delta, &h->cells);
+    entry_add(h->store, h->entry, delta, &h->cells);
 }
 
 void tally_store_handle_inc(tally_store_handle *h)

@@ -456,6 +456,55 @@ static void test_cells(void)
     }
 }
 
+/* Striping follows contention, with hysteresis (a test hook makes CASes
+ * on the inline count fail as if another add got in first): failures
+ * that pile up stripe the key after 32; one failure now and then never
+ * does, because successful adds forget old failures. Deterministic: the
+ * forgetting depends only on the values the key takes. */
+static void test_contention(void)
+{
+    tally__store_test_layout(4, 0);
+    tally_store *s = open_new("contention");
+    tally__store_test_layout(0, 0);
+    tally_store_handle *h;
+    CHECK_EQ(tally_store_handle_new(s, "hot", &h), 0);
+    for (int i = 0; i < 31; i++) {
+        tally__store_test_cas_failures(1);
+        if (i % 2)
+            tally_store_handle_inc(h);
+        else
+            CHECK_EQ(tally_store_inc(s, "hot"), 0);
+    }
+    CHECK_EQ(tally__store_striped(s, "hot", 3), 0);
+    tally__store_test_cas_failures(1);
+    tally_store_handle_inc(h); /* the 32nd failure */
+    CHECK_EQ(tally__store_striped(s, "hot", 3), 1);
+    tally_store_handle_inc(h);
+    CHECK_EQ(tally_store_value(s, "hot"), 33);
+    tally_store_handle_release(h);
+
+    /* A failure every 5000 adds, 2 million adds: never striped. */
+    CHECK_EQ(tally_store_handle_new(s, "cold", &h), 0);
+    for (int i = 0; i < 2000000; i++) {
+        if (i % 5000 == 0)
+            tally__store_test_cas_failures(1);
+        tally_store_handle_inc(h);
+    }
+    CHECK_EQ(tally__store_striped(s, "cold", 4), 0);
+    CHECK_EQ(tally_store_value(s, "cold"), 2000000);
+
+    /* Several failures in one add count each. */
+    CHECK_EQ(tally_store_add(s, "burst", 0), 0);
+    tally__store_test_cas_failures(40);
+    CHECK_EQ(tally_store_add(s, "burst", 7), 0);
+    CHECK_EQ(tally__store_striped(s, "burst", 5), 1);
+    CHECK_EQ(tally_store_value(s, "burst"), 7);
+    tally__store_test_cas_failures(0);
+    tally_store_handle_release(h);
+    tally_store_close(s);
+    check_clean(path);
+}
+
 /* Every source of CPU numbers: threads adding to striped keys count
  * exactly whichever cells they pick. With TALLY_EXPECT_CPU_SOURCE set
  * (ctest's test_store_norseq runs with glibc's rseq turned off), the
@@ -1206,6 +1255,7 @@ int main(void)
     test_drain();
     test_handles();
     test_cells();
+    test_contention();
     test_cpu_sources();
     test_collisions();
     test_bad_input();
