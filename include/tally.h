@@ -179,22 +179,42 @@ TALLY_API int64_t tally_adder_drain(tally_adder *a);
 /* ------------------------------------------------------------------ */
 
 /*
- * A concurrent map from byte-string keys (0..TALLY_KEY_MAX bytes) to
- * counters with tally_adder's per-thread cells: the article's SafeCounter,
- * without the mutex. Calls that take a C string use strlen(key) bytes;
- * the _n variants take any bytes, NUL included.
+ * A concurrent map from byte-string keys (0..TALLY_KEY_MAX bytes) to 64-bit
+ * counters: the article's SafeCounter, without the mutex. Calls that take
+ * a C string use strlen(key) bytes; the _n variants take any bytes, NUL
+ * included.
  *
  * Every call may run from any number of threads at once, except
  * tally_map_free. Adds and reads of existing keys are lock-free and never
- * wait for each other; creating and removing keys take a per-shard lock;
- * remove waits for adds in flight on the key it removes (a grace period),
- * so that it can return the key's exact last value.
+ * wait for each other or for anything else; creating a key takes a
+ * per-shard lock; removing one takes it briefly and never waits for adds.
+ *
+ * Costs (docs/design.md, docs/benchmarks.md): a key of up to 16 bytes and
+ * its count live in one 32-byte table slot (about 50 bytes per key with
+ * the table's free slots); an add to it by name is one hash, one probe
+ * and one atomic add on that slot's cache line. A key that threads add to
+ * at the same moment, or that one thread adds to many times in a row,
+ * becomes "hot": it then also gets per-thread cells, as a tally_adder
+ * does, and adds to it touch no shared cache line. Handles make their key
+ * hot. Only hot keys cost memory per thread.
+ *
+ * Keys are hashed with a secret drawn from the OS for each map, so keys
+ * chosen to collide against one map (or one run of a program) do not
+ * collide in another, and the order foreach visits keys in differs from
+ * run to run.
  *
  * Accounting rule: for every key, the sum of all successful adds (by key
  * or by handle) equals the sum of the values returned by remove, plus the
- * sum of the drained amounts, plus the value left. An add that races with
- * the remove of its key lands either in the removed value or in the key's
- * next life (the key is created again).
+ * sum of the drained amounts, plus the value left (once tally_map_sync
+ * has settled late adds; see tally_map_remove).
+ *
+ * Fork: a process that forks while other threads use a map (or an adder)
+ * may go on making every call in the child, on everything it inherited
+ * and on new objects; the child's values are the parent's at the fork
+ * plus the child's own adds (pthread_atfork handlers take the library's
+ * locks around the fork and forget the parent's other threads in the
+ * child). Parent and child then count separately: nothing is shared after
+ * the fork (tally_store is for counting across processes).
  */
 typedef struct tally_map tally_map;
 
@@ -207,7 +227,7 @@ TALLY_API void tally_map_free(tally_map *m);
 /* Adds delta to key, creating the key at 0 first if absent.
  * 0, -EINVAL (m or key NULL), -ENAMETOOLONG (key longer than
  * TALLY_KEY_MAX), -ENOMEM (the key was absent and could not be created;
- * nothing changed). Adds to an existing key never fail. */
+ * nothing changed). Adds to an existing key never fail and never block. */
 TALLY_API int tally_map_add(tally_map *m, const char *key, int64_t delta);
 TALLY_API int tally_map_add_n(tally_map *m, const void *key, size_t len,
                               int64_t delta);
@@ -218,18 +238,24 @@ TALLY_API int tally_map_inc(tally_map *m, const char *key);
  * input. Use tally_map_get to tell those apart. */
 TALLY_API int64_t tally_map_value(tally_map *m, const char *key);
 /* Stores the key's value in *value. 0, -ENOENT (absent; *value untouched),
- * -EINVAL, -ENAMETOOLONG. */
+ * -EINVAL, -ENAMETOOLONG. Every add that returned before the call began
+ * is in the value, except late adds of an earlier life (see remove). */
 TALLY_API int tally_map_get(tally_map *m, const char *key, int64_t *value);
 TALLY_API int tally_map_get_n(tally_map *m, const void *key, size_t len,
                               int64_t *value);
 
-/* Removes key and stores its last value in *last_value (when not NULL).
- * 0, -ENOENT, -EINVAL, -ENAMETOOLONG, or -EDEADLK when called from inside
- * a tally_map_foreach or tally_map_drain callback (which would wait for
- * itself). Blocking: waits for a grace period, i.e. until every add by
- * key that is in flight on any thread has finished (a few microseconds;
- * longer when threads that were adding are preempted), so that the value
- * it returns is exact. Adds never wait for removes. */
+/* Removes key and stores its last value in *last_value (when not NULL):
+ * the value at the moment of the remove, which counts every add that
+ * returned before the remove began. Adds that raced with it (they found
+ * the key before the remove and landed after) are "late adds": they are
+ * not in the returned value; they are moved to the key's next life
+ * (creating the key again if it is absent) once no add that found the
+ * key can still be running, which the map checks when it next settles
+ * the key's shard: at the shard's next insert, remove or handle call, at
+ * the next foreach or drain, or at tally_map_sync, which waits for it.
+ * Never waits for adds or readers; may be called from a foreach or drain
+ * callback. 0, -ENOENT, -EINVAL, -ENAMETOOLONG, or -ENOMEM (no memory to
+ * record the deferred work; nothing changed). */
 TALLY_API int tally_map_remove(tally_map *m, const char *key,
                                int64_t *last_value);
 TALLY_API int tally_map_remove_n(tally_map *m, const void *key, size_t len,
@@ -255,34 +281,38 @@ typedef int (*tally_visit_fn)(void *ctx, const void *key, size_t len,
                               int64_t value);
 
 /* Calls fn for each key present: every key present for the whole call is
- * visited exactly once and no key twice; keys added or removed during the
- * call may or may not be visited. For a key that is only ever incremented
- * the value seen lies between its values at the call's start and end.
+ * visited exactly once; keys added or removed during the call may or may
+ * not be visited (a key removed and created again during the call may be
+ * visited in both lives). For a key that is only ever incremented the
+ * value seen lies between its values at the call's start and end.
  * Returns 0, fn's non-zero result, -EINVAL (m or fn NULL), or -ENOMEM (the
  * calling thread's first use of tally could not allocate its record;
- * nothing was visited). fn may add to keys but must not remove keys
- * (remove returns -EDEADLK there) nor drain (-EDEADLK). A running foreach makes
- * removes on other threads wait for it. */
+ * nothing was visited). fn may make any call on any map (add, get,
+ * remove, drain, foreach) except tally_map_sync (-EDEADLK) and
+ * tally_map_free. A running foreach blocks nobody; it delays only the
+ * freeing of memory that removes and growth left behind. Lock-free. */
 TALLY_API int tally_map_foreach(tally_map *m, tally_visit_fn fn, void *ctx);
 
 /* Like foreach, but passes each key's adds since the previous drain (its
  * current value) and resets that key to 0; keys whose amount is 0 are not
  * visited. Every add is counted exactly once by a drain, a remove, or the
- * value left. Keys stay present. Drains serialise with each other and with
- * removes; never with adds. Returns as foreach does, plus -EDEADLK when
- * called from inside a foreach or drain callback. */
+ * value left, with any number of drains, removes and adds at once. Keys
+ * stay present. Never blocks adds; takes a key's shard lock briefly only
+ * for a hot key. Returns as foreach does. */
 TALLY_API int tally_map_drain(tally_map *m, tally_visit_fn fn, void *ctx);
 
 /*
- * Handles: resolve a key once, then count nearly as fast as a tally_adder
- * (the same inline add plus one load of the handle's dead flag).
+ * Handles: resolve a key once, then count at nearly tally_adder speed
+ * (the same inline add plus one load of the handle's dead flag). The key
+ * becomes hot (per-thread cells).
  *
  * tally_map_handle creates the key at 0 if absent. A handle may be used
  * from any number of threads until it is released. If the key is removed
  * while a handle to it exists, later adds through the handle go to the
- * key's next life (they create the key again); adds that raced with the
- * remove reach the key's next life when the handle is released.
- * Release every handle before tally_map_free.
+ * key's next life (they create the key again); adds through it that
+ * raced with the remove reach the key's next life once the remove has
+ * settled and the handle is released. Release every handle before
+ * tally_map_free.
  */
 typedef struct tally_handle tally_handle;
 
@@ -292,9 +322,9 @@ TALLY_API int tally_map_handle(tally_map *m, const char *key,
 TALLY_API int tally_map_handle_n(tally_map *m, const void *key, size_t len,
                                  tally_handle **out);
 /* Adds delta to the handle's key. Never fails (if the key was removed and
- * cannot be created again for lack of memory, the add is kept with the
- * handle and reaches the map when the memory is there, at the latest when
- * the handle is released). */
+ * cannot be created again for lack of memory, the add is kept in the
+ * handle's cells and reaches the map when memory is there, after the
+ * handle's release). */
 TALLY_API void tally_handle_add(tally_handle *h, int64_t delta);
 TALLY_API void tally_handle_inc(tally_handle *h);
 /* Releases the handle (taking its key's shard lock briefly). NULL is a
@@ -647,8 +677,8 @@ TALLY_API int tally_expo_finish(tally_expo *w);
 /* Whole families: begin f, then one sample per key (tally_map_foreach /
  * tally_store_foreach) or the one value (no key label). Return begin's
  * errors, -EINVAL for a NULL source, the foreach's errors (then the
- * family is cut short), or a sink error. A map's removes wait while
- * tally_expo_map runs, and so while the sink runs; adds never do. */
+ * family is cut short), or a sink error. Rendering blocks nobody: adds,
+ * removes and drains go on while it (and the sink) runs. */
 TALLY_API int tally_expo_map(tally_expo *w, const struct tally_expo_family *f,
                              tally_map *m);
 TALLY_API int tally_expo_store(tally_expo *w,
