@@ -189,8 +189,6 @@ struct collect_ctx {
 static int collect_one(void *p, const void *key, size_t len, int64_t value)
 {
     struct collect_ctx *ctx = p;
-    struct tool_keys *list = ctx->list;
-    struct tool_entry *e;
 
     if (len > TALLY_KEY_MAX)
         return -ENAMETOOLONG; /* the store promises it never happens */
@@ -199,6 +197,16 @@ static int collect_one(void *p, const void *key, size_t len, int64_t value)
         if (!tool_globs_match(ctx->globs, ctx->nglobs, ctx->shown))
             return 0;
     }
+    return tool_keys_add(ctx->list, key, len, value);
+}
+
+int tool_keys_add(struct tool_keys *list, const void *key, size_t len,
+                  int64_t value)
+{
+    struct tool_entry *e;
+
+    if (len > TALLY_KEY_MAX)
+        return -ENAMETOOLONG;
     if (list->n == list->cap) {
         size_t cap = list->cap != 0 ? 2 * list->cap : 1024;
         struct tool_entry *grown;

@@ -26,6 +26,7 @@ static const struct command {
     {"demo", cmd_demo,
      "run the article's program: N threads each add 1 to one key"},
     {"serve", cmd_serve, "serve a store's counters to Prometheus over HTTP"},
+    {"push", cmd_push, "send a store's counts to Redis: fleet-wide totals"},
     {"help", cmd_help, "show this help, or a command's"},
 };
 

@@ -37,6 +37,7 @@ int cmd_top(int argc, char **argv);    /* top.c */
 int cmd_check(int argc, char **argv);  /* check.c */
 int cmd_demo(int argc, char **argv);   /* demo.c */
 int cmd_serve(int argc, char **argv);  /* serve.c */
+int cmd_push(int argc, char **argv);   /* push.c */
 
 /* ---- errors and option values (tool.c) ---- */
 
@@ -128,6 +129,10 @@ struct tool_keys {
  * call). 0, -ENOMEM, or the error of tally_store_foreach. */
 int tool_keys_collect(tally_store *s, char *const *globs, int nglobs,
                       struct tool_keys *list);
+/* Appends one key (its bytes copied into the list's arena) and value.
+ * 0, -ENAMETOOLONG (len > TALLY_KEY_MAX) or -ENOMEM. */
+int tool_keys_add(struct tool_keys *list, const void *key, size_t len,
+                  int64_t value);
 /* Sorts the entries by key bytes (memcmp order, a prefix first). 0 or
  * -ENOMEM (the list is left as it was). */
 int tool_keys_sort(struct tool_keys *list);
