@@ -123,10 +123,8 @@ struct acct_arg {
 /* An adding thread does its share of the work and then goes on adding
  * until the remover and the drainer have each taken a non-zero amount
  * MIN_TAKES times, so that on every run removes and drains certainly race
- * adds (the extra adds are counted like the others). Removes are slow
- * here: each waits for a grace period, and with more busy threads than
- * cores that means waiting for preempted adders to run again (10-50 ms).
- * The counters order nothing. */
+ * adds (the extra adds are counted like the others). The counters order
+ * nothing. */
 static bool takers_done(struct acct *ctx)
 {
     return atomic_load_explicit(&ctx->removed_some, memory_order_relaxed) >=
@@ -146,12 +144,20 @@ static void *adder_by_key(void *p)
         unsigned k = (unsigned)(r % KEYS);
         int64_t delta = (int64_t)(1 + (r >> 32) % 5);
         key_name(key, k);
-        if ((r >> 40) & 1) {
-            CHECK_EQ(tally_map_add(a->ctx->m, key, delta), 0);
-        } else {
-            CHECK_EQ(tally_map_add_n(a->ctx->m, key, 5, delta), 0);
+        /* One add in 16 starts a burst of 70..133 adds to its key: one
+         * thread adding to a key many times in a row makes it hot
+         * (per-thread cells), so keys keep turning hot (each life of a
+         * key starts cold) while removes, drains and handles race. */
+        unsigned burst = (r >> 44) % 16 == 0 ? 70 + (unsigned)((r >> 48) % 64)
+                                             : 1;
+        for (unsigned b = 0; b < burst; b++) {
+            if ((r >> 40) & 1) {
+                CHECK_EQ(tally_map_add(a->ctx->m, key, delta), 0);
+            } else {
+                CHECK_EQ(tally_map_add_n(a->ctx->m, key, 5, delta), 0);
+            }
+            a->sum[k] += (uint64_t)delta;
         }
-        a->sum[k] += (uint64_t)delta;
     }
     return NULL;
 }
