@@ -332,11 +332,13 @@ static int take_header(struct tally_store *s, const unsigned char *buf,
     }
     if (h.major != TALLY__STORE_MAJOR)
         BAD(TALLY_EVERSION, "format major version is not 1");
+    /* The checksum before the word size: a damaged byte there is damage,
+     * an intact header from another machine is another layout. */
+    if (tally__store_header_sum(buf) != h.header_sum)
+        BAD(TALLY_ECORRUPT, "header checksum does not match");
     if (h.ptr_size != sizeof(void *) || h.u64_align != _Alignof(uint64_t))
         BAD(TALLY_ELAYOUT, "made on a machine of another word size or "
                            "alignment");
-    if (tally__store_header_sum(buf) != h.header_sum)
-        BAD(TALLY_ECORRUPT, "header checksum does not match");
     if (h.header_size != TALLY__STORE_HEADER_SIZE ||
         h.node_bits != TALLY__STORE_NODE_BITS ||
         h.entry_head != TALLY__STORE_ENTRY_HEAD ||

@@ -990,6 +990,8 @@ static void test_not_stores(void)
     DAMAGE(f[offsetof(struct tally__store_header, cpu_cells)] ^= 1,
            TALLY_ECORRUPT);
     DAMAGE(f[8] ^= 0x40, TALLY_ECORRUPT);
+    DAMAGE(f[offsetof(struct tally__store_header, ptr_size)] = 4,
+           TALLY_ECORRUPT); /* damage, not another machine */
     /* Damage with a good checksum: fields out of range. */
     DAMAGE(f[offsetof(struct tally__store_header, cpu_cells)] = 3;
            fix_sum(f), TALLY_ECORRUPT);
