@@ -61,6 +61,15 @@ void *tally__aligned_alloc(size_t align, size_t size)
     return p;
 }
 
+void *tally__alloc_pages(size_t size)
+{
+    if (should_fail())
+        return NULL;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p != MAP_FAILED ? p : NULL;
+}
+
 #else
 /* ISO C wants at least one declaration in a translation unit. */
 typedef int tally__alloc_c_is_test_only;

@@ -13,12 +13,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #if defined(TALLY_TEST_HOOKS)
 
 void *tally__malloc(size_t size);
 void *tally__calloc(size_t n, size_t size);
 void *tally__aligned_alloc(size_t align, size_t size); /* zero-filled */
+void *tally__alloc_pages(size_t size); /* zero-filled, page-aligned */
 
 /*
  * After tally__alloc_fail_after(n), the next n allocations succeed and
@@ -50,7 +52,22 @@ static inline void *tally__aligned_alloc(size_t align, size_t size)
     return p;
 }
 
+/* Fresh zero pages from the kernel: nothing is written (or paged in)
+ * until used, so a big table costs no zeroing pass. */
+static inline void *tally__alloc_pages(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p != MAP_FAILED ? p : NULL;
+}
+
 #endif
+
+static inline void tally__free_pages(void *p, size_t size)
+{
+    if (p != NULL)
+        (void)munmap(p, size);
+}
 
 static inline void tally__free(void *p)
 {

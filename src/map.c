@@ -122,9 +122,6 @@
 
 _Static_assert(offsetof(struct tally_handle, head) == 0, "tally.h layout");
 
-/* A shard polls for a grace period (a membarrier) once this many records
- * wait, so that removes pay for one in a batch. */
-#define POLL_BATCH 32u
 /* Contention: this many failed CASes on a cold key's count within a
  * window of this many adds (the low bits of the count) make it HOT. */
 #define CONTENTION_FAILS 4u
@@ -307,8 +304,6 @@ static __attribute__((noinline)) int add_locked(tally_map *m,
 {
     int err = 0;
     pthread_mutex_lock(&sh->lock);
-    if (sh->npend >= POLL_BATCH)
-        (void)tally__map_settle(m, sh, true);
     struct slot *s = tally__map_find_or_insert(m, sh, h, key, len, delta,
                                                &err);
     pthread_mutex_unlock(&sh->lock);
@@ -521,7 +516,7 @@ int tally_map_remove_n(tally_map *m, const void *key, size_t len,
     struct shard *sh = shard_of(m, h);
 
     pthread_mutex_lock(&sh->lock);
-    (void)tally__map_settle(m, sh, sh->npend >= POLL_BATCH);
+    (void)tally__map_settle(m, sh, false);
     struct table *tb = tally_atomic_load(&sh->table, relaxed);
     uint64_t meta;
     struct slot *s = tb != NULL ? probe(tb, h, key, len, &meta) : NULL;

@@ -126,14 +126,18 @@ struct pend {
 struct shard {
     _Alignas(TALLY_CACHE_LINE) pthread_mutex_t lock;
     _Atomic(struct table *) table; /* current; NULL before the first key */
-    /* Odd while the shard moves counts from a replaced table into the
-     * current one (a sequence count: readers who sum a key over several
-     * tables retry when it moved under them). Written under the lock. */
+    /* Odd while the shard moves counts between tables (a rebuild, or the
+     * settling of a replaced table): a sequence count; readers who sum a
+     * key over the tables retry when it moved under them. Written under
+     * the lock. */
     _Atomic(uint32_t) settle_seq;
+    uint32_t seq_depth;            /* nesting of settle sections; lock */
     _Atomic(size_t) live;          /* LIVE keys; written under the lock */
     /* Deferred work, oldest first (cookies ascend); under the lock. */
     struct pend *pend;
     size_t npend, pend_cap;
+    uint32_t poll_skip; /* settles to let pass before polling again after
+                           a poll that could not complete */
     struct tally_handle *handles;  /* this shard's handles; under the lock */
     /* Released handles whose removed key's id could not be settled for
      * lack of memory (linked by next); retried by settling. Under the
@@ -299,10 +303,15 @@ int tally__map_deposit(tally_map *m, struct shard *sh, uint64_t h,
 int tally__map_pend_reserve(struct shard *sh);
 /* Appends a record (room reserved). */
 void tally__map_pend_push(struct shard *sh, struct pend p);
-/* Does the deferred work whose grace period is over, oldest first;
- * with poll, first tries to complete the newest record's grace period
- * (a membarrier). Returns 0, or -ENOMEM when some work had to stay. */
+/* Does the deferred work whose grace period is over, oldest first. When
+ * the oldest record's grace period is not known to be over, polls for it
+ * (a membarrier) if poll is set or it is worth it: many records wait, or a
+ * replaced table (memory) does; after a poll that could not complete, the
+ * next few settles do not poll again. Returns 0, or -ENOMEM when some
+ * work had to stay. */
 int tally__map_settle(tally_map *m, struct shard *sh, bool poll);
+/* Frees a table (however big). */
+void tally__map_table_free(struct table *tb);
 /* Frees a shard's tables, keys and deferred work (tally_map_free). */
 void tally__map_shard_destroy(struct shard *sh);
 /* Whether a handle of sh other than except holds cell id. */

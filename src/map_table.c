@@ -40,6 +40,9 @@
 #include "alloc.h"
 
 #define MIN_SLOTS 16u
+/* A shard polls for a grace period (a membarrier) once this many records
+ * wait, so that removes pay for one in a batch. */
+#define POLL_BATCH 32u
 
 /* Table sizes: 16, 24, 32, 48, 64, 96, ... (x1.5 then x4/3), so that the
  * load after a rebuild stays within 1/2..3/4 for any number of keys. */
@@ -51,10 +54,21 @@ static uint32_t size_at_least(size_t need)
     return (uint32_t)s;
 }
 
+/* Tables of this many bytes or more come straight from the kernel as
+ * zero pages: no zeroing pass, and memory goes back when they are freed. */
+#define PAGES_MIN ((size_t)256 << 10)
+
+static size_t table_bytes(uint32_t size)
+{
+    return sizeof(struct table) + (size_t)size * sizeof(struct slot);
+}
+
 static struct table *table_alloc(uint32_t size, uint32_t cap, uint64_t salt)
 {
-    struct table *tb = tally__aligned_alloc(
-        TALLY_CACHE_LINE, sizeof(*tb) + (size_t)size * sizeof(struct slot));
+    size_t bytes = table_bytes(size);
+    struct table *tb = bytes >= PAGES_MIN
+                           ? tally__alloc_pages(bytes)
+                           : tally__aligned_alloc(TALLY_CACHE_LINE, bytes);
     if (tb == NULL)
         return NULL;
     /* Zero-filled: every slot EMPTY, older NULL, used 0. */
@@ -62,6 +76,41 @@ static struct table *table_alloc(uint32_t size, uint32_t cap, uint64_t salt)
     tb->cap = cap;
     tb->salt = salt;
     return tb;
+}
+
+void tally__map_table_free(struct table *tb)
+{
+    if (tb == NULL)
+        return;
+    size_t bytes = table_bytes(tb->size);
+    if (bytes >= PAGES_MIN)
+        tally__free_pages(tb, bytes);
+    else
+        tally__free(tb);
+}
+
+/* The shard's settle sequence (map.h): odd while counts move between
+ * tables. Sections nest (a settle's deposit may rebuild); only the
+ * outermost one moves the number. Under the lock. */
+static void seq_begin(struct shard *sh)
+{
+    if (sh->seq_depth++ != 0)
+        return;
+    uint32_t q = tally_atomic_load(&sh->settle_seq, relaxed);
+    tally_atomic_store(&sh->settle_seq, q + 1, relaxed);
+    /* Release fence: the odd number is ordered before the moves that
+     * follow (pairs with the acquire fence in map.c's read_key). */
+    tally_atomic_fence(release);
+}
+
+static void seq_end(struct shard *sh)
+{
+    if (--sh->seq_depth != 0)
+        return;
+    uint32_t q = tally_atomic_load(&sh->settle_seq, relaxed);
+    /* Release: ends the moves; pairs with the acquire load of the
+     * sequence in map.c's read_key. */
+    tally_atomic_store(&sh->settle_seq, q + 1, release);
 }
 
 static uint64_t new_salt(tally_map *m, struct shard *sh)
@@ -75,20 +124,24 @@ static uint64_t new_salt(tally_map *m, struct shard *sh)
 }
 
 /* Puts a copy of old slot o (LIVE) into tb, which no reader sees yet:
- * the first EMPTY slot within cap. False when there is none. */
-static bool place_copy(struct table *tb, const struct slot *o, uint64_t h)
+ * the first EMPTY slot within cap, with o's count moved into it (an
+ * exchange: adds that land in o afterwards stay there until the old table
+ * is settled). False when there is no room. */
+static bool place_move(struct table *tb, struct slot *o, uint64_t h)
 {
     uint32_t i = home_of(tb, h);
     for (uint32_t n = 0; n <= tb->cap; n++) {
         struct slot *s = &tb->slot[i];
         if (tally_atomic_load(&s->meta, relaxed) == M_EMPTY) {
-            uint64_t meta = tally_atomic_load(
-                (_Atomic(uint64_t) *)&o->meta, relaxed);
+            uint64_t meta = tally_atomic_load(&o->meta, relaxed);
             /* Keep state, length, tag and a HOT key's id; drop a cold
              * key's contention record. */
             if (!(meta & M_HOT))
                 meta &= 0xffffffffull;
             s->key = o->key;
+            tally_atomic_store(&s->count,
+                               tally_atomic_exchange(&o->count, 0, relaxed),
+                               relaxed);
             tally_atomic_store(&s->meta, meta, relaxed);
             tb->used++;
             return true;
@@ -97,6 +150,13 @@ static bool place_copy(struct table *tb, const struct slot *o, uint64_t h)
             i = 0;
     }
     return false;
+}
+
+static uint64_t key_hash(tally_map *m, const struct slot *s, uint64_t meta)
+{
+    size_t len;
+    const unsigned char *key = slot_key(s, meta, &len);
+    return tally__hash(&m->seed, key, len);
 }
 
 /* Whether a key with hash h would find an EMPTY slot within cap of tb. */
@@ -112,38 +172,81 @@ static bool has_room(const struct table *tb, uint64_t h)
     return false;
 }
 
-static uint64_t key_hash(tally_map *m, const struct slot *s, uint64_t meta)
+/* Copies old's LIVE keys into tb with their counts; false (some key found
+ * no room within cap) leaves what was placed for unfill(). The keys are
+ * taken in batches: hash a batch and prefetch each key's home line in tb,
+ * then place them, so that a big table's cache misses overlap. */
+#define FILL_BATCH 16
+
+static bool fill(tally_map *m, struct table *tb, struct table *old)
 {
-    size_t len;
-    const unsigned char *key = slot_key(s, meta, &len);
-    return tally__hash(&m->seed, key, len);
+    for (uint32_t i = 0; i < old->size; i += FILL_BATCH) {
+        struct slot *os[FILL_BATCH];
+        uint64_t hs[FILL_BATCH];
+        unsigned n = 0;
+        for (uint32_t j = i; j < i + FILL_BATCH && j < old->size; j++) {
+            struct slot *o = &old->slot[j];
+            uint64_t meta = tally_atomic_load(&o->meta, relaxed);
+            if (meta_state(meta) != M_LIVE)
+                continue;
+            hs[n] = key_hash(m, o, meta);
+            __builtin_prefetch(&tb->slot[home_of(tb, hs[n])], 1);
+            os[n++] = o;
+        }
+        for (unsigned k = 0; k < n; k++)
+            if (!place_move(tb, os[k], hs[k]))
+                return false;
+    }
+    return true;
 }
 
-/* Builds and publishes a new table for sh holding old's LIVE keys, with
- * room for need keys and an EMPTY slot for a key with hash extra_h.
- * Returns it, or NULL (-ENOMEM; nothing changed). The caller reserved a
- * deferred record for the old table. */
+/* Gives old back the counts a failed fill() moved into tb. */
+static void unfill(tally_map *m, struct table *tb, struct table *old)
+{
+    for (uint32_t i = 0; i < old->size; i++) {
+        struct slot *o = &old->slot[i];
+        uint64_t meta = tally_atomic_load(&o->meta, relaxed);
+        if (meta_state(meta) != M_LIVE)
+            continue;
+        size_t len;
+        (void)slot_key(o, meta, &len);
+        struct slot *s = probe_older(tb, key_hash(m, o, meta), o, len);
+        if (s != NULL)
+            tally_atomic_fetch_add(
+                &o->count, tally_atomic_exchange(&s->count, 0, relaxed),
+                relaxed);
+    }
+}
+
+/* Builds and publishes a new table for sh holding old's LIVE keys and
+ * their counts, with room for need keys and an EMPTY slot for a key with
+ * hash extra_h. Returns it, or NULL (-ENOMEM; nothing changed). The
+ * caller reserved a deferred record for the old table. Readers that sum a
+ * key over the tables wait (the settle sequence) while counts move. */
 static struct table *rebuild(tally_map *m, struct shard *sh,
                              struct table *old, size_t need, uint64_t extra_h)
 {
     uint32_t size = size_at_least(need + need * 2 / 3 + 1);
     uint32_t cap = MAX_DISP;
     struct table *tb;
+    bool moving = false;
     for (unsigned attempt = 1;; attempt++) {
         tb = table_alloc(size, cap, new_salt(m, sh));
-        if (tb == NULL)
+        if (tb == NULL) {
+            if (moving)
+                seq_end(sh);
             return NULL;
-        bool ok = true;
-        for (uint32_t i = 0; old != NULL && ok && i < old->size; i++) {
-            const struct slot *o = &old->slot[i];
-            uint64_t meta = tally_atomic_load(
-                (_Atomic(uint64_t) *)&o->meta, relaxed);
-            if (meta_state(meta) == M_LIVE)
-                ok = place_copy(tb, o, key_hash(m, o, meta));
         }
+        if (old != NULL && !moving) {
+            seq_begin(sh);
+            moving = true;
+        }
+        bool ok = old == NULL || fill(m, tb, old);
         if (ok && has_room(tb, extra_h))
             break;
-        tally__free(tb);
+        if (old != NULL)
+            unfill(m, tb, old);
+        tally__map_table_free(tb);
         /* Four salts per size; a cluster that survives them is not bad
          * luck at this size. Only keys whose full hashes collide (which
          * needs the secret) get past a few doublings: then the cap goes. */
@@ -158,6 +261,7 @@ static struct table *rebuild(tally_map *m, struct shard *sh,
      * of sh->table in map.c). */
     tally_atomic_store(&sh->table, tb, release);
     if (old != NULL) {
+        seq_end(sh);
         /* Release: threads that remembered a slot of old forget it (map.c,
          * the remembered slot), before the cookie below. */
         tally_atomic_fetch_add(&m->gen, 1, release);
@@ -402,24 +506,24 @@ static int settle_tomb(tally_map *m, struct shard *sh, const struct pend *p)
     return 0;
 }
 
+/* A replaced table, a grace period after the rebuild: no adder is in it
+ * any more, so what adds left in it after the rebuild moved the counts
+ * (usually nothing) goes to the current table, and it leaves the chain. */
 static int settle_resize(tally_map *m, struct shard *sh, const struct pend *p)
 {
     struct table *old = p->tb;
     int err = tally__map_pend_reserve(sh); /* for the PEND_FREE below */
     if (err != 0)
         return err;
-    /* Readers that sum a key over several tables retry while this runs. */
-    uint32_t q = tally_atomic_load(&sh->settle_seq, relaxed);
-    tally_atomic_store(&sh->settle_seq, q + 1, relaxed);
-    /* Release fence: the odd number is ordered before the moves below
-     * (pairs with the acquire fence in map.c's read_key). */
-    tally_atomic_fence(release);
+    seq_begin(sh);
     for (uint32_t i = 0; i < old->size && err == 0; i++) {
         struct slot *s = &old->slot[i];
+        if (tally_atomic_load(&s->count, relaxed) == 0)
+            continue;
         uint64_t meta = tally_atomic_load(&s->meta, relaxed);
         if (meta_state(meta) != M_LIVE)
             continue;
-        /* No adder is in old any more; drains exchange too. */
+        /* Drains exchange too: each amount goes to one of us. */
         int64_t c = tally_atomic_exchange(&s->count, 0, relaxed);
         if (c == 0)
             continue;
@@ -443,9 +547,7 @@ static int settle_resize(tally_map *m, struct shard *sh, const struct pend *p)
             }
         }
     }
-    /* Release: ends the settle (pairs with the acquire load of the
-     * sequence in map.c's read_key). */
-    tally_atomic_store(&sh->settle_seq, q + 2, release);
+    seq_end(sh);
     if (err != 0)
         return err;
     /* Readers that loaded old from the chain may still be in it. */
@@ -463,7 +565,7 @@ static int settle_one(tally_map *m, struct shard *sh, const struct pend *p)
     case PEND_RESIZE:
         return settle_resize(m, sh, p);
     default: /* PEND_FREE */
-        tally__free(p->tb);
+        tally__map_table_free(p->tb);
         return 0;
     }
 }
@@ -482,10 +584,22 @@ int tally__map_settle(tally_map *m, struct shard *sh, bool poll)
     if (sh->npend == 0)
         return sh->orphans != NULL ? -ENOMEM : 0;
     if (!tally__rcu_done(sh->pend[0].cookie)) {
+        if (!poll) {
+            if (sh->poll_skip != 0) {
+                sh->poll_skip--;
+                return 0;
+            }
+            poll = sh->npend >= POLL_BATCH;
+            for (size_t i = 0; i < sh->npend && !poll; i++)
+                poll = sh->pend[i].kind != PEND_TOMB;
+        }
         /* One poll for the newest record completes all that it can. */
-        if (!poll || !tally__rcu_poll(sh->pend[sh->npend - 1].cookie))
+        if (!poll || !tally__rcu_poll(sh->pend[sh->npend - 1].cookie)) {
+            if (poll)
+                sh->poll_skip = POLL_BATCH;
             if (!tally__rcu_done(sh->pend[0].cookie))
                 return 0;
+        }
     }
     int err = 0;
     size_t n = sh->npend, i;
@@ -516,7 +630,7 @@ void tally__map_shard_destroy(struct shard *sh)
             if (((meta >> M_LEN_SHIFT) & 31u) == LEN_LONG)
                 tally__free(s->key.lk);
         } else if (p->kind == PEND_FREE) {
-            tally__free(p->tb);
+            tally__map_table_free(p->tb);
         }
         /* PEND_RESIZE: the table is still on the chain, freed below. */
     }
@@ -543,7 +657,7 @@ void tally__map_shard_destroy(struct shard *sh)
     }
     while (tb != NULL) {
         struct table *older = tally_atomic_load(&tb->older, relaxed);
-        tally__free(tb);
+        tally__map_table_free(tb);
         tb = older;
     }
 }
