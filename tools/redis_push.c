@@ -502,7 +502,10 @@ static int ensure_connected(struct tool_redis *r, bool script,
         if (st != NULL)
             st->connected = true;
     }
-    if (!script || r->script_loaded)
+    /* Once the script's SHA1 is known, a push sends SCRIPT LOAD in its
+     * own pipeline, ahead of its EVALSHAs (append_load): no round trip
+     * of its own. */
+    if (!script || r->script_loaded || r->sha[0] != '\0')
         return 0;
     pipe_block(&g);
     rep = redisCommand(r->c, "SCRIPT LOAD %s", push_script);
@@ -595,6 +598,26 @@ static int append_batch(struct tool_redis *r, struct push_plan *p, size_t b,
     return 0;
 }
 
+/* Appends SCRIPT LOAD to the pipeline (the SHA1 is known). 0 or
+ * -ENOMEM. */
+static int append_load(struct tool_redis *r, struct tool_redis_stats *st)
+{
+    const char *argv[3] = {"SCRIPT", "LOAD", push_script};
+    size_t argvlen[3] = {6, 4, sizeof push_script - 1};
+    struct pipe_guard g;
+    int rc;
+
+    pipe_block(&g);
+    rc = redisAppendCommandArgv(r->c, 3, argv, argvlen);
+    pipe_unblock(&g);
+    if (rc != REDIS_OK) {
+        set_err(r, "out of memory");
+        return -ENOMEM;
+    }
+    st->bytes += resp_bytes(3, argvlen);
+    return 0;
+}
+
 /* The N of a sequence "N:NONCE" (0 when malformed). */
 static uint64_t seq_counter(const char *s, size_t len)
 {
@@ -614,6 +637,28 @@ struct push_result {
     size_t noscript;  /* batches answered NOSCRIPT */
     bool *retry;      /* per batch: answered NOSCRIPT */
 };
+
+/* Reads the reply to append_load's SCRIPT LOAD. */
+static void read_load(struct tool_redis *r, struct push_result *res)
+{
+    redisReply *rep = NULL;
+    struct pipe_guard g;
+    int rc;
+
+    pipe_block(&g);
+    rc = redisGetReply(r->c, (void **)&rep);
+    pipe_unblock(&g);
+    if (rc != REDIS_OK || rep == NULL) {
+        res->err = conn_failed(r);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_STRING && rep->len == 40 &&
+        memcmp(rep->str, r->sha, 40) == 0)
+        r->script_loaded = true;
+    else
+        res->err = reply_failed(r, rep, "the script's SHA1");
+    freeReplyObject(rep);
+}
 
 /* Reads the replies of batches [0, nb) where want[b] (NULL: all). */
 static void read_replies(struct tool_redis *r, size_t nb, const bool *want,
@@ -710,6 +755,7 @@ static int push_attempt(struct tool_redis *r, struct push_plan *p,
                         struct tool_redis_stats *st)
 {
     size_t b;
+    bool load;
     int err;
 
     err = ensure_connected(r, true, st);
@@ -735,25 +781,26 @@ static int push_attempt(struct tool_redis *r, struct push_plan *p,
         set_err(r, "out of memory");
         return -ENOMEM;
     }
-    for (b = 0; b < p->nbatches; b++) {
+    load = !r->script_loaded;
+    err = load ? append_load(r, st) : 0;
+    for (b = 0; b < p->nbatches && err == 0; b++)
         err = append_batch(r, p, b, st);
-        if (err != 0) {
-            disconnect(r); /* a half-built pipeline must not be sent */
-            return err;
-        }
+    if (err != 0) {
+        disconnect(r); /* a half-built pipeline must not be sent */
+        return err;
     }
     st->round_trips++;
+    if (load)
+        read_load(r, res);
     read_replies(r, p->nbatches, NULL, res, st);
     if (res->err == 0 && res->noscript != 0) {
-        /* SCRIPT FLUSH (or a restart behind a proxy) since we loaded it */
+        /* SCRIPT FLUSH (or a restart behind a proxy) since we loaded it:
+         * load it again and send those batches again, one round trip */
         bool *again = res->retry;
         size_t n = res->noscript;
 
         st->reloaded = true;
         r->script_loaded = false;
-        err = ensure_connected(r, true, st);
-        if (err != 0)
-            return err;
         res->retry = calloc(p->nbatches, sizeof *res->retry);
         res->noscript = 0;
         if (res->retry == NULL) {
@@ -761,6 +808,7 @@ static int push_attempt(struct tool_redis *r, struct push_plan *p,
             set_err(r, "out of memory");
             return -ENOMEM;
         }
+        err = append_load(r, st);
         for (b = 0; b < p->nbatches && err == 0; b++)
             if (again[b])
                 err = append_batch(r, p, b, st);
@@ -770,6 +818,7 @@ static int push_attempt(struct tool_redis *r, struct push_plan *p,
             return err;
         }
         st->round_trips++;
+        read_load(r, res);
         read_replies(r, p->nbatches, again, res, st);
         free(again);
         if (res->err == 0 && res->noscript != 0) {
