@@ -8,6 +8,7 @@
 #                     and run the benchmarks briefly (QUICK=1)
 #   make bench        the benchmarks against the peers (QUICK=1: brief)
 #   make bench-scrape the scrape cost alone (part of make bench)
+#   make bench-push   what 'tally push' costs (part of make bench)
 #   make stress       the stress tests, longer (STRESS_SCALE, default 50)
 #   make fuzz         fuzz for FUZZ_SECONDS (default 600)
 #   make install      install build/ into $(PREFIX) (default /usr/local)
@@ -53,7 +54,7 @@ SAN_SKIP  := -LE 'install|bench'
 MAKEFLAGS += --no-print-directory
 
 .PHONY: all build demo test test-build test-tsan test-asan test-fuzz \
-        test-bench bench bench-scrape stress fuzz install clean
+        test-bench bench bench-scrape bench-push stress fuzz install clean
 
 all: build
 
@@ -102,16 +103,24 @@ stress: build
 bench: build
 	QUICK=$(QUICK) BUILD_DIR=$(BUILD) bench/run.sh
 	QUICK=$(QUICK) BUILD_DIR=$(BUILD) bench/scrape/run.sh
+	QUICK=$(QUICK) BUILD_DIR=$(BUILD) bench/push/run.sh
 
 test-bench: build
 	QUICK=1 BUILD_DIR=$(BUILD) bench/run.sh
 	QUICK=1 BUILD_DIR=$(BUILD) bench/scrape/run.sh
+	QUICK=1 BUILD_DIR=$(BUILD) bench/push/run.sh
 
 # What a Prometheus scrape costs, against Python prometheus_client's
 # multiprocess mode (bench/scrape/run.sh, docs/exposition.md); 'make bench'
 # runs it too.
 bench-scrape: build
 	QUICK=$(QUICK) BUILD_DIR=$(BUILD) bench/scrape/run.sh
+
+# What 'tally push' costs: keys pushed per second and Redis round trips,
+# 1,000 and 100,000 keys, against pipelined HINCRBY (bench/push/run.sh,
+# docs/design.md); 'make bench' runs it too.
+bench-push: build
+	QUICK=$(QUICK) BUILD_DIR=$(BUILD) bench/push/run.sh
 
 # Differential fuzzing of tally_map with libFuzzer (clang, build-fuzz/):
 # 60 s as part of 'make test', FUZZ_SECONDS with 'make fuzz'.
