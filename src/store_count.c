@@ -372,8 +372,9 @@ static inline int count_cas(struct tally__store_entry *e, uint64_t *v,
 
 /* After a failed CAS (v: the count seen then): count the failure, stripe
  * the key when failures pile up, and add inline or to the cells. */
-static void add_contended(struct tally_store *s, struct tally__store_entry *e,
-                          int64_t delta, _Atomic(char *) *cache, uint64_t v)
+static __attribute__((noinline)) void
+add_contended(struct tally_store *s, struct tally__store_entry *e,
+              int64_t delta, _Atomic(char *) *cache, uint64_t v)
 {
     for (;;) {
         uint32_t n = tally_atomic_fetch_add(&e->contention, 1, relaxed) + 1;
@@ -478,6 +479,9 @@ static int check_key(const tally_store *s, const void *key, size_t len)
 struct last_entry {
     uint64_t serial;
     struct tally__store_entry *entry;
+    /* entry's cells once the thread has seen it striped (else NULL). Only
+     * this thread reads or writes it: relaxed throughout. */
+    _Atomic(char *) cells;
 };
 static _Thread_local struct last_entry last
     __attribute__((tls_model("initial-exec")));
@@ -495,12 +499,15 @@ static inline int lookup(tally_store *s, const void *key, size_t len,
         return r;
     last.serial = s->serial;
     last.entry = e;
+    tally_atomic_store(&last.cells, NULL, relaxed);
     *out = e;
     return 0;
 }
 
-static inline int add_key(tally_store *s, const void *key, size_t len,
-                          int64_t delta)
+/* An add by name, all cases. */
+static __attribute__((noinline)) int add_key_slow(tally_store *s,
+                                                  const void *key, size_t len,
+                                                  int64_t delta)
 {
     int r = check_key(s, key, len);
     if (r != 0)
@@ -513,6 +520,84 @@ static inline int add_key(tally_store *s, const void *key, size_t len,
         return r;
     entry_add(s, e, delta, NULL);
     return 0;
+}
+
+/* The rest of entry_add's cases, for add_key to tail-call. A striped
+ * key's cells are remembered with the entry. */
+static __attribute__((noinline)) int add_key_striped(tally_store *s,
+                                                     struct tally__store_entry *e,
+                                                     int64_t delta)
+{
+    entry_add(s, e, delta, &last.cells);
+    return 0;
+}
+
+static __attribute__((noinline)) int add_key_cells(tally_store *s,
+                                                   char *cells, int64_t delta)
+{
+    cell_add(cells, s->cell_mask, delta);
+    return 0;
+}
+
+static __attribute__((noinline)) int add_key_contended(tally_store *s,
+                                                       struct tally__store_entry *e,
+                                                       int64_t delta, uint64_t v)
+{
+    add_contended(s, e, delta, NULL, v);
+    return 0;
+}
+
+static __attribute__((noinline)) int add_key_calm(struct tally__store_entry *e)
+{
+    if (tally_atomic_load(&e->contention, relaxed) != 0)
+        tally_atomic_store(&e->contention, 0, relaxed);
+    return 0;
+}
+
+/* An add by name. The common case, a thread adding again to the key it
+ * added to last (a key of 4 to 16 bytes, not striped, an uncontended CAS)
+ * runs here with no stack frame; everything else is a tail call. */
+static inline int add_key(tally_store *s, const void *key, size_t len,
+                          int64_t delta)
+{
+    struct tally__store_entry *e = last.entry;
+    /* The length first: only then are len bytes of e's key there. */
+    if (tally_likely(s != NULL && key != NULL && len - 4 <= 12 &&
+                     !s->readonly && last.serial == s->serial &&
+                     e->key_len == len)) {
+        const unsigned char *a = e->key, *b = key;
+        uint64_t diff;
+        if (len >= 8) {
+            uint64_t a0, a1, b0, b1;
+            memcpy(&a0, a, 8);
+            memcpy(&b0, b, 8);
+            memcpy(&a1, a + len - 8, 8);
+            memcpy(&b1, b + len - 8, 8);
+            diff = (a0 ^ b0) | (a1 ^ b1);
+        } else {
+            uint32_t a0, a1, b0, b1;
+            memcpy(&a0, a, 4);
+            memcpy(&b0, b, 4);
+            memcpy(&a1, a + len - 4, 4);
+            memcpy(&b1, b + len - 4, 4);
+            diff = (a0 ^ b0) | (a1 ^ b1);
+        }
+        if (tally_likely(diff == 0)) {
+            char *cells = tally_atomic_load(&last.cells, relaxed);
+            if (cells != NULL)
+                return add_key_cells(s, cells, delta);
+            /* Acquire: pairs with the release CAS in stripe_entry. */
+            if (tally_atomic_load(&e->stripe, acquire) != 0)
+                return add_key_striped(s, e, delta);
+            uint64_t v = tally_atomic_load(&e->count, relaxed);
+            if (!count_cas(e, &v, delta))
+                return add_key_contended(s, e, delta, v);
+            if (tally_unlikely(calm(v + (uint64_t)delta)))
+                return add_key_calm(e);
+            return 0;
+        }
+    }
+    return add_key_slow(s, key, len, delta);
 }
 
 int tally_store_add_n(tally_store *s, const void *key, size_t len,
