@@ -98,7 +98,9 @@ struct pusher {
     const char *addr; /* as given, for messages */
     struct tool_redis *redis;
     bool verbose;
-    char info[HOST_MAX + PATH_MAX + 64]; /* for {P}:producers */
+    char where[HOST_MAX + PATH_MAX + 16]; /* "host=H path=P" */
+    char info[HOST_MAX + PATH_MAX + 48];  /* ... created_ns=N, for
+                                             {P}:producers */
     char last_error[512];                /* to say each failure once */
     unsigned failures;                   /* in a row */
 };
@@ -151,14 +153,8 @@ static int push_one(struct pusher *p, const char **where, const char **what)
         *what = tally_strerror(err);
         return err;
     }
-    /* the part of info that changes per store; host and path are fixed */
-    {
-        char *end = strstr(p->info, " created_ns=");
-
-        if (end != NULL)
-            snprintf(end, sizeof p->info - (size_t)(end - p->info),
-                     " created_ns=%" PRIu64, si.created_ns);
-    }
+    snprintf(p->info, sizeof p->info, "%s created_ns=%" PRIu64, p->where,
+             si.created_ns);
     t0 = tool_now_ns();
     err = tool_redis_push(p->redis, si.id, p->info, &list, &st);
     tool_keys_free(&list);
@@ -275,7 +271,7 @@ int cmd_push(int argc, char **argv)
         snprintf(me, sizeof me, "unknown");
     me[sizeof me - 1] = '\0';
     abs = realpath(p.file, NULL);
-    snprintf(p.info, sizeof p.info, "host=%s path=%s created_ns=0", me,
+    snprintf(p.where, sizeof p.where, "host=%s path=%s", me,
              abs != NULL ? abs : p.file);
     free(abs);
 

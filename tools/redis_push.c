@@ -334,6 +334,7 @@ static void pipe_unblock(struct pipe_guard *g)
 {
     static const struct timespec zero = {0, 0};
     sigset_t set, pending;
+    int saved = errno; /* hiredis's, for conn_failed */
 
     sigemptyset(&set);
     sigaddset(&set, SIGPIPE);
@@ -344,6 +345,7 @@ static void pipe_unblock(struct pipe_guard *g)
             ;
     }
     pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+    errno = saved;
 }
 
 /* ---- connections ---- */
