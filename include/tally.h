@@ -342,10 +342,17 @@ TALLY_API void tally_handle_release(tally_handle *h);
  * conventions are tally_map's: add/inc create a key at 0 first; the _n
  * variants take any bytes; values wrap in two's complement.
  *
- * Adds take no lock and make no system call once the key exists (a
- * handle add is a few instructions); a key that many CPUs add to at once
- * gets per-CPU cells, so processes do not fight over one cache line.
- * Cold keys cost no per-CPU memory.
+ * Every call may run from any number of threads and processes at once,
+ * except tally_store_close on the same tally_store. Adds to an existing
+ * key take no lock and make no system call: by handle, one atomic
+ * instruction; by name, a lookup first (a thread adding to the key it
+ * added to last skips it), which maps the part of the file another
+ * process grew the first time it meets it (one mmap, under a
+ * process-local mutex). A key that many CPUs add to at once gets per-CPU
+ * cells, so processes do not fight over one cache line; cold keys cost no
+ * per-CPU memory. Creating a key is lock-free too (it may grow the file:
+ * fallocate and mmap). Reads and foreach never wait for adds, nor adds
+ * for them.
  *
  * Crash safety: a process may be killed (kill -9) at any instant. Every
  * add whose call returned is in the file; an add in flight counts once
