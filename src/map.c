@@ -281,19 +281,6 @@ static __attribute__((noinline)) void contended(tally_map *m, uint64_t h,
         try_promote(m, h, s);
 }
 
-/* Adds delta to cold slot s: one fetch_add. Contention shows as another
- * thread's add landing between our load of the count and our RMW (the
- * value the RMW returns is not the one we loaded). */
-static inline void cold_add(tally_map *m, uint64_t h, struct slot *s,
-                            int64_t delta)
-{
-    int64_t seen = tally_atomic_load(&s->count, relaxed);
-    /* Relaxed: a count publishes nothing; the RMW loses no add. */
-    int64_t old = tally_atomic_fetch_add(&s->count, delta, relaxed);
-    if (tally_unlikely(old != seen))
-        contended(m, h, s, old);
-}
-
 /* The slow half of an add: the key was absent, or this thread has no
  * record (out of memory). Under the lock the slot cannot be removed, so
  * no read-side section is needed. */
@@ -339,10 +326,43 @@ static __attribute__((noinline, cold)) int add_cold_path(tally_map *m,
     return add_locked(m, shard_of(m, h), h, key, len, delta);
 }
 
+/*
+ * The rarer ends of an add, each out of line and reached by a tail call,
+ * so that tally_map_add_n makes no call that returns to it and keeps its
+ * state in scratch registers (no stack frame). Each finishes the add and
+ * then leaves the read-side section the add opened.
+ */
+
 /* A HOT key whose cell block this thread has not attached yet. */
-static __attribute__((noinline)) void hot_add_slow(uint32_t id, int64_t delta)
+static __attribute__((noinline)) int hot_add_slow(struct tally__thread *t,
+                                                  bool outer, uint32_t id,
+                                                  int64_t delta)
 {
-    tally__id_add_slow(id, delta);
+    tally__id_add_slow(id, delta); /* inside the section: the id is held */
+    tally__rcu_exit(t, outer);
+    return 0;
+}
+
+/* A cold add that met another thread's add. */
+static __attribute__((noinline)) int contended_exit(struct tally__thread *t,
+                                                    bool outer, tally_map *m,
+                                                    uint64_t h, struct slot *s,
+                                                    int64_t seen)
+{
+    contended(m, h, s, seen);
+    tally__rcu_exit(t, outer);
+    return 0;
+}
+
+/* A cold key this thread has added to STREAK_HOT times in a row. */
+static __attribute__((noinline)) int streak_exit(struct tally__thread *t,
+                                                 bool outer, tally_map *m,
+                                                 uint64_t h, struct slot *s)
+{
+    t->streak = 0;
+    try_promote(m, h, s);
+    tally__rcu_exit(t, outer);
+    return 0;
 }
 
 int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
@@ -356,6 +376,7 @@ int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
     uint64_t gen = tally_atomic_load(&m->gen, acquire);
     struct slot *s = t->last_entry;
     uint64_t meta, h;
+    bool streak = false;
     if (t->last_map == m->serial && t->last_gen == gen && len <= SLOT_KEY &&
         /* Relaxed: the slot's key and state were published to this
          * thread when it remembered the slot, and the generation says
@@ -365,10 +386,7 @@ int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
          31u) == len &&
         short_key_equal(s->key.bytes, key, len)) {
         h = t->last_hash;
-        if (tally_unlikely(++t->streak >= STREAK_HOT) && !(meta & M_HOT)) {
-            t->streak = 0;
-            try_promote(m, h, s);
-        }
+        streak = ++t->streak >= STREAK_HOT;
     } else {
         h = tally__hash(&m->seed, key, len);
         struct shard *sh = shard_of(m, h);
@@ -389,12 +407,19 @@ int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
     }
     if (meta & M_HOT) {
         tally__cell *c = tally__cell_of(t, meta_id(meta));
-        if (tally_likely(c != NULL))
-            tally__cell_add(c, delta);
-        else
-            hot_add_slow(meta_id(meta), delta);
+        if (tally_unlikely(c == NULL))
+            return hot_add_slow(t, outer, meta_id(meta), delta);
+        tally__cell_add(c, delta);
     } else {
-        cold_add(m, h, s, delta);
+        /* One fetch_add. Contention shows as another thread's add landing
+         * between our load of the count and our RMW. Relaxed: a count
+         * publishes nothing; the RMW loses no add. */
+        int64_t seen = tally_atomic_load(&s->count, relaxed);
+        int64_t old = tally_atomic_fetch_add(&s->count, delta, relaxed);
+        if (tally_unlikely(old != seen))
+            return contended_exit(t, outer, m, h, s, old);
+        if (tally_unlikely(streak))
+            return streak_exit(t, outer, m, h, s);
     }
     tally__rcu_exit(t, outer);
     return 0;
