@@ -4,7 +4,8 @@
 #   make              configure and build build/ (RelWithDebInfo)
 #   make demo         run the article's program: build/tools/tally demo
 #   make test         build and test build/, build-tsan/ and build-asan/,
-#                     then fuzz tally_map for 60 s (clang, build-fuzz/)
+#                     then fuzz tally_map and tally_store for 60 s in all
+#                     (clang, build-fuzz/)
 #                     and run the benchmarks briefly (QUICK=1)
 #   make bench        the benchmarks against the peers (QUICK=1: brief)
 #   make bench-scrape the scrape cost alone (part of make bench)
@@ -122,8 +123,9 @@ bench-scrape: build
 bench-push: build
 	QUICK=$(QUICK) BUILD_DIR=$(BUILD) bench/push/run.sh
 
-# Differential fuzzing of tally_map with libFuzzer (clang, build-fuzz/):
-# 60 s as part of 'make test', FUZZ_SECONDS with 'make fuzz'.
+# libFuzzer (clang, build-fuzz/): tally_map against a model and tally_store
+# over file contents, sharing 60 s in 'make test' and FUZZ_SECONDS in
+# 'make fuzz' (tests/fuzz/run.sh).
 FUZZ_SECONDS ?= 600
 test-fuzz:
 	tests/fuzz/run.sh 60
