@@ -159,6 +159,8 @@ struct tally__thread *tally__thread_get_slow(void)
         uintptr_t p = ((uintptr_t)raw + TALLY_CACHE_LINE - 1) &
                       ~(uintptr_t)(TALLY_CACHE_LINE - 1);
         t = (struct tally__thread *)p;
+        static uint32_t records; /* under ids_lock */
+        t->tag = (uint16_t)(++records % 0xffffu + 1);
         t->next = tally_atomic_load(&registry, relaxed);
         tally_atomic_store(&t->in_use, 1, relaxed);
         /* Release: readers that find t through the head see its

@@ -130,6 +130,8 @@ struct tally__thread {
     void *last_entry;        /* map.c's record of the key (its slot) */
     uint64_t last_hash;      /* that key's hash */
     uint32_t streak;         /* consecutive adds to that key (map.c) */
+    uint16_t tag;            /* never 0, set when the record is made: tells
+                                map.c's keys which thread added last */
     /* Blocks of earlier owners, all zero, kept for reuse (cell 0 links
      * them); owner only, or the exit fold on the owner's thread. */
     tally__cell *spare;

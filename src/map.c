@@ -12,14 +12,16 @@
  * one probe that usually touches one cache line, compare, and one atomic
  * add on that same line. No entry, no per-thread cell, no lock.
  *
- * Hot keys. A key that threads fight over (its count CAS fails often: a
- * few failures within a window of adds) or that one thread adds to many
- * times in a row becomes HOT: it gets a counter id, and from then on each
- * thread adds to its own per-thread cell for that id (cells.h), as a
- * tally_adder does: a plain load and store, no shared cache line. Its
- * value is then the slot's count plus the sum of its cells. Only hot keys
- * cost per-thread memory, so a map of many keys used by many threads
- * costs slots, not threads x keys cells. Handles make their key HOT.
+ * Hot keys. A key that threads share (16 of its adds found the tag of
+ * another thread as the key's last adder: the cache line moved between
+ * cores each time) or that one thread adds to many times in a row becomes
+ * HOT: it gets a counter id, and from then on each thread adds to its own
+ * per-thread cell for that id (cells.h), as a tally_adder does: a plain
+ * load and store, no shared cache line. Its value is then the slot's count
+ * plus the sum of its cells. Only hot keys cost per-thread memory, and a
+ * map turns at most 4096 + keys/64 keys hot, so a map of many keys that
+ * many threads touch now and then costs slots, not threads x keys cells.
+ * Handles make their key HOT (beyond the cap).
  *
  * Each thread remembers the last key it added to (its slot, with the map's
  * serial number and generation): adding to the same key again compares
@@ -122,10 +124,7 @@
 
 _Static_assert(offsetof(struct tally_handle, head) == 0, "tally.h layout");
 
-/* Contention: this many failed CASes on a cold key's count within a
- * window of this many adds (the low bits of the count) make it HOT. */
-#define CONTENTION_FAILS 4u
-#define CONTENTION_WINDOW 1024u
+
 /* One thread adding to the same cold key this many times in a row makes
  * it HOT. */
 #define STREAK_HOT 64u
@@ -247,37 +246,30 @@ static __attribute__((noinline)) void try_promote(tally_map *m, uint64_t h,
     uintptr_t p = (uintptr_t)s, lo = tb != NULL ? (uintptr_t)tb->slot : 0;
     if (tb != NULL && p >= lo &&
         p < lo + (uintptr_t)tb->size * sizeof(struct slot))
-        (void)tally__map_promote_locked(s, true);
+        (void)tally__map_promote_locked(m, s, true);
     pthread_mutex_unlock(&sh->lock);
 }
 
-/* A cold add that met another thread's add: keep the contention record
- * (map.h) that decides when the key becomes HOT. */
-static __attribute__((noinline)) void contended(tally_map *m, uint64_t h,
-                                                struct slot *s, int64_t seen)
+/* A cold add by a thread other than the key's last adder (the owner tag
+ * in the contention record, map.h): count the switch; SWITCHES_HOT of them
+ * make the key hot, while the map has fewer than its cap of hot keys. */
+static __attribute__((noinline)) void owner_switch(tally_map *m, uint64_t h,
+                                                   struct slot *s,
+                                                   uint32_t tag)
 {
     uint64_t meta = tally_atomic_load(&s->meta, relaxed);
     if (meta_state(meta) != M_LIVE || (meta & M_HOT))
         return;
-    uint32_t fails = (uint32_t)(meta >> 32) & 0xffu;
-    uint32_t stamp = (uint32_t)(meta >> 40);
-    uint32_t now = (uint32_t)(uint64_t)seen & 0xffffffu;
-    uint64_t rec;
-    bool promote = false;
-    if (fails == 0 || ((now - stamp) & 0xffffffu) > CONTENTION_WINDOW) {
-        rec = (uint64_t)now << 8 | 1u; /* a new window */
-    } else if (fails + 1 >= CONTENTION_FAILS) {
-        rec = 0;
-        promote = true;
-    } else {
-        rec = (uint64_t)stamp << 8 | (fails + 1);
-    }
+    uint32_t switches = (uint32_t)(meta >> 48);
+    bool promote = switches + 1 >= SWITCHES_HOT;
+    uint64_t rec = (uint64_t)(promote ? 0 : switches + 1) << 16 | tag;
     /* One try: the record is a heuristic, and the CAS fails (changing
      * nothing) if a writer changed the slot meanwhile. */
     (void)tally_atomic_cas(&s->meta, &meta,
                            (meta & 0xffffffffull) | rec << 32, relaxed,
                            relaxed);
-    if (promote)
+    if (promote && tally_atomic_load(&m->hot_keys, relaxed) <
+                       HOT_KEYS_MIN + tally_map_size(m) / HOT_KEYS_SHARE)
         try_promote(m, h, s);
 }
 
@@ -343,13 +335,12 @@ static __attribute__((noinline)) int hot_add_slow(struct tally__thread *t,
     return 0;
 }
 
-/* A cold add that met another thread's add. */
-static __attribute__((noinline)) int contended_exit(struct tally__thread *t,
-                                                    bool outer, tally_map *m,
-                                                    uint64_t h, struct slot *s,
-                                                    int64_t seen)
+/* A cold add by another thread than the key's last adder. */
+static __attribute__((noinline)) int switch_exit(struct tally__thread *t,
+                                                 bool outer, tally_map *m,
+                                                 uint64_t h, struct slot *s)
 {
-    contended(m, h, s, seen);
+    owner_switch(m, h, s, t->tag);
     tally__rcu_exit(t, outer);
     return 0;
 }
@@ -411,13 +402,12 @@ int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
             return hot_add_slow(t, outer, meta_id(meta), delta);
         tally__cell_add(c, delta);
     } else {
-        /* One fetch_add. Contention shows as another thread's add landing
-         * between our load of the count and our RMW. Relaxed: a count
-         * publishes nothing; the RMW loses no add. */
-        int64_t seen = tally_atomic_load(&s->count, relaxed);
-        int64_t old = tally_atomic_fetch_add(&s->count, delta, relaxed);
-        if (tally_unlikely(old != seen))
-            return contended_exit(t, outer, m, h, s, old);
+        /* One fetch_add. Relaxed: a count publishes nothing; the RMW loses
+         * no add. Another thread than the last adder means the line moves
+         * between cores: counted towards making the key hot. */
+        tally_atomic_fetch_add(&s->count, delta, relaxed);
+        if (tally_unlikely((uint16_t)(meta >> 32) != t->tag))
+            return switch_exit(t, outer, m, h, s);
         if (tally_unlikely(streak))
             return streak_exit(t, outer, m, h, s);
     }
@@ -565,6 +555,7 @@ int tally_map_remove_n(tally_map *m, const void *key, size_t len,
     }
     if (meta & M_HOT) {
         uint32_t id = meta_id(meta);
+        tally_atomic_fetch_sub(&m->hot_keys, 1, relaxed);
         /* Drains of this key take the lock too, so nothing else takes
          * this amount out of the id between the read and the subtraction;
          * cell adds after the read stay in the id (late adds). */
@@ -783,6 +774,7 @@ int tally_map_handle_n(tally_map *m, const void *key, size_t len,
                                          (uint64_t)spare << 32,
                                      relaxed, relaxed))
                 ;
+            tally_atomic_fetch_add(&m->hot_keys, 1, relaxed);
             meta = tally_atomic_load(&s->meta, relaxed);
             spare = UINT32_MAX;
         }

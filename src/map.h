@@ -24,6 +24,14 @@
 #define SLOT_KEY 16
 /* No key sits more than MAX_DISP slots past its home (the probe cap). */
 #define MAX_DISP 128u
+/* Sharing: a cold key that SWITCHES_HOT adds found last added to by
+ * another thread becomes HOT (the contention record in meta, below), as
+ * long as the map has fewer hot keys than HOT_KEYS_MIN + keys /
+ * HOT_KEYS_SHARE, which bounds the per-thread memory of keys that many
+ * threads touch rarely (map.c). */
+#define SWITCHES_HOT 16u
+#define HOT_KEYS_MIN 4096u
+#define HOT_KEYS_SHARE 64u
 
 /*
  * A slot's meta word (written under the shard lock, except the contention
@@ -37,9 +45,10 @@
  *   bits 3-7   the key's length, 0..SLOT_KEY; LEN_LONG for longer keys
  *   bits 8-31  24 bits of the key's hash (the tag)
  *   bits 32-63 HOT: the counter id of the key's cells; otherwise the
- *              contention record: bits 32-39 CAS failures seen in the
- *              current window, bits 40-63 the low 24 bits of the count when
- *              the window opened
+ *              contention record: bits 32-47 the tag of the thread that
+ *              added last (tally__thread.tag), bits 48-63 how many adds
+ *              found another thread's tag there (a heuristic: updated by a
+ *              single CAS that may fail, never under the lock)
  */
 #define M_EMPTY 0u
 #define M_LIVE 1u
@@ -154,6 +163,8 @@ struct tally_map {
      * while the generation it saw is current (map.c). */
     _Alignas(TALLY_CACHE_LINE) _Atomic(uint64_t) gen;
     uint64_t serial;         /* unique per map in the process; never 0 */
+    _Atomic(size_t) hot_keys; /* keys with cells (HOT); changed under a
+                                 shard lock, read relaxed as a bound */
     struct tally__seed seed; /* the hash secret; immutable */
     struct tally_map *reg_next, *reg_prev; /* the fork registry; under
                                               maps_lock */
@@ -327,6 +338,6 @@ void tally__map_settle_id(tally_map *m, struct shard *sh,
                           struct tally_handle *hd);
 /* Gives a key its per-thread cells (makes it HOT). For the lock holder;
  * blocking id allocation unless try. 0, -ENOMEM or -EBUSY. */
-int tally__map_promote_locked(struct slot *s, bool try);
+int tally__map_promote_locked(tally_map *m, struct slot *s, bool try);
 
 #endif /* TALLY_MAP_H */

@@ -449,7 +449,7 @@ void tally__map_settle_id(tally_map *m, struct shard *sh,
     tally__free(hd);
 }
 
-int tally__map_promote_locked(struct slot *s, bool try)
+int tally__map_promote_locked(tally_map *m, struct slot *s, bool try)
 {
     uint64_t meta = tally_atomic_load(&s->meta, relaxed);
     if (meta_state(meta) != M_LIVE || (meta & M_HOT))
@@ -467,6 +467,7 @@ int tally__map_promote_locked(struct slot *s, bool try)
                                  (uint64_t)id << 32,
                              relaxed, relaxed))
         ;
+    tally_atomic_fetch_add(&m->hot_keys, 1, relaxed);
     return 0;
 }
 

@@ -31,6 +31,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +40,7 @@
 
 #include "alloc.h"
 #include "check.h"
+#include "map.h" /* hot keys: test_hot_keys reads the slots */
 
 /* ------------------------------------------------------------------ */
 /* A visitor that records what it sees                                 */
@@ -1118,6 +1121,130 @@ static void *add_then_exit(void *p)
     return NULL; /* exit folds this thread's cells */
 }
 
+/* ------------------------------------------------------------------ */
+/* Hot keys: when a cold key gets per-thread cells                     */
+/* ------------------------------------------------------------------ */
+
+static bool is_hot(tally_map *m, const char *key)
+{
+    size_t len = strlen(key);
+    uint64_t h = tally__hash(&m->seed, key, len), meta = 0;
+    struct table *tb = tally_atomic_load(&shard_of(m, h)->table, relaxed);
+    CHECK(probe(tb, h, key, len, &meta) != NULL);
+    return (meta & M_HOT) != 0;
+}
+
+/* Two threads that take turns adding to the same keys: every add finds
+ * the other thread's tag as the key's last adder, so each key turns hot
+ * after SWITCHES_HOT (16) of them, until the map's cap on hot keys. */
+struct pingpong {
+    tally_map *m;
+    _Atomic(int) turn;
+    unsigned nkeys, rounds;
+};
+
+struct pingpong_arg {
+    struct pingpong *pp;
+    int who;
+};
+
+static void *pingpong_fn(void *p)
+{
+    struct pingpong_arg *a = p;
+    struct pingpong *pp = a->pp;
+    char key[24];
+    for (unsigned r = 0; r < pp->rounds; r++) {
+        for (unsigned k = 0; k < pp->nkeys; k++) {
+            while (atomic_load(&pp->turn) != a->who)
+                sched_yield();
+            snprintf(key, sizeof(key), "pp%u", k);
+            CHECK_EQ(tally_map_inc(pp->m, key), 0);
+            atomic_store(&pp->turn, 1 - a->who);
+        }
+    }
+    return NULL;
+}
+
+/* Each of nkeys keys gets 2 x rounds adds, the threads taking turns. */
+static void pingpong(tally_map *m, unsigned nkeys, unsigned rounds)
+{
+    struct pingpong pp = {.m = m, .nkeys = nkeys, .rounds = rounds};
+    struct pingpong_arg a = {&pp, 0}, b = {&pp, 1};
+    pthread_t ta, tb;
+    atomic_init(&pp.turn, 0);
+    CHECK_EQ(pthread_create(&ta, NULL, pingpong_fn, &a), 0);
+    CHECK_EQ(pthread_create(&tb, NULL, pingpong_fn, &b), 0);
+    CHECK_EQ(pthread_join(ta, NULL), 0);
+    CHECK_EQ(pthread_join(tb, NULL), 0);
+}
+
+static void test_hot_keys(void)
+{
+    tally_map *m;
+    char key[24];
+
+    CHECK_EQ(tally_map_new(&m), 0);
+    /* One thread, many adds in a row: hot after STREAK_HOT; exact. */
+    for (int i = 0; i < 70; i++)
+        CHECK_EQ(tally_map_inc(m, "streak"), 0);
+    CHECK(is_hot(m, "streak"));
+    CHECK_EQ(tally_map_value(m, "streak"), 70);
+    /* One thread going round many keys: none turns hot. */
+    for (int r = 0; r < 20; r++)
+        for (int k = 0; k < 100; k++) {
+            snprintf(key, sizeof(key), "solo%d", k);
+            CHECK_EQ(tally_map_inc(m, key), 0);
+        }
+    for (int k = 0; k < 100; k++) {
+        snprintf(key, sizeof(key), "solo%d", k);
+        CHECK(!is_hot(m, key));
+        CHECK_EQ(tally_map_value(m, key), 20);
+    }
+    /* Two threads taking turns on 8 keys: 7 turns each (14 switches)
+     * leave them cold, 9 more make every one hot; values exact. */
+    pingpong(m, 8, 7);
+    for (unsigned k = 0; k < 8; k++) {
+        snprintf(key, sizeof(key), "pp%u", k);
+        CHECK(!is_hot(m, key));
+    }
+    pingpong(m, 8, 9);
+    for (unsigned k = 0; k < 8; k++) {
+        snprintf(key, sizeof(key), "pp%u", k);
+        CHECK(is_hot(m, key));
+        CHECK_EQ(tally_map_value(m, key), 2 * (7 + 9));
+    }
+    tally_map_free(m);
+
+    /* The cap: shared keys turn hot only while the map has fewer than
+     * HOT_KEYS_MIN + keys / HOT_KEYS_SHARE hot keys, so keys that many
+     * threads touch rarely cannot give every thread cells for all of
+     * them. With nkeys keys: exactly the cap turn hot. */
+    unsigned nkeys = HOT_KEYS_MIN + 200;
+    CHECK_EQ(tally_map_new(&m), 0);
+    for (unsigned k = 0; k < nkeys; k++) {
+        snprintf(key, sizeof(key), "pp%u", k);
+        CHECK_EQ(tally_map_add(m, key, 0), 0);
+    }
+    pingpong(m, nkeys, 9);
+    size_t hot = 0, cap = HOT_KEYS_MIN + nkeys / HOT_KEYS_SHARE;
+    for (unsigned k = 0; k < nkeys; k++) {
+        snprintf(key, sizeof(key), "pp%u", k);
+        hot += is_hot(m, key);
+        CHECK_EQ(tally_map_value(m, key), 18);
+    }
+    CHECK_EQ(hot, cap);
+    CHECK_EQ(tally_atomic_load(&m->hot_keys, relaxed), cap);
+    /* Removing hot keys makes room again. */
+    int64_t v;
+    for (unsigned k = 0; k < nkeys; k++) {
+        snprintf(key, sizeof(key), "pp%u", k);
+        CHECK_EQ(tally_map_remove(m, key, &v), 0);
+        CHECK_EQ(v, 18);
+    }
+    CHECK_EQ(tally_atomic_load(&m->hot_keys, relaxed), 0);
+    tally_map_free(m);
+}
+
 static void test_exited_threads(void)
 {
     tally_map *m;
@@ -1299,6 +1426,7 @@ int main(void)
     test_cstr_hit_path();
     test_many_handles();
     test_many_keys();
+    test_hot_keys();
     test_exited_threads();
     test_out_of_memory();
     test_free_with_keys();
