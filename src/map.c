@@ -376,6 +376,15 @@ int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
         ((meta = tally_atomic_load(&s->meta, relaxed)) >> M_LEN_SHIFT &
          31u) == len &&
         short_key_equal(s->key.bytes, key, len)) {
+        if (meta & M_HOT) {
+            /* The hot-key path: no hashing, no probe, no shared write. */
+            tally__cell *c = tally__cell_of(t, meta_id(meta));
+            if (tally_unlikely(c == NULL))
+                return hot_add_slow(t, outer, meta_id(meta), delta);
+            tally__cell_add(c, delta);
+            tally__rcu_exit(t, outer);
+            return 0;
+        }
         h = t->last_hash;
         streak = ++t->streak >= STREAK_HOT;
     } else {
