@@ -356,38 +356,32 @@ static __attribute__((noinline)) int streak_exit(struct tally__thread *t,
     return 0;
 }
 
-int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
+/* add_in_section's flags. */
+#define ADD_OUTER 1u    /* the add opened the outermost section */
+#define ADD_MEMO_HIT 2u /* the key is the thread's remembered one */
+
+/* Everything the hot-key path below leaves, inside the section the add
+ * opened: the remembered key when it is cold (the streak) or its cell
+ * block is not attached, or a lookup by hash and probe. */
+static __attribute__((noinline)) int add_in_section(struct tally__thread *t,
+                                                    unsigned flags,
+                                                    tally_map *m,
+                                                    const void *key,
+                                                    size_t len, int64_t delta)
 {
-    struct tally__thread *t = tally__self;
-    if (tally_unlikely(t == NULL || m == NULL || key == NULL ||
-                       len > TALLY_KEY_MAX))
-        return add_cold_path(m, key, len, delta);
-    bool outer = tally__rcu_enter(t);
-    /* Acquire: see "the remembered slot". */
-    uint64_t gen = tally_atomic_load(&m->gen, acquire);
-    struct slot *s = t->last_entry;
+    bool outer = (flags & ADD_OUTER) != 0;
+    struct slot *s;
     uint64_t meta, h;
     bool streak = false;
-    if (t->last_map == m->serial && t->last_gen == gen && len <= SLOT_KEY &&
-        /* Relaxed: the slot's key and state were published to this
-         * thread when it remembered the slot, and the generation says
-         * they have not changed; only the HOT bit and id may have been
-         * set since, and either meta adds correctly. */
-        ((meta = tally_atomic_load(&s->meta, relaxed)) >> M_LEN_SHIFT &
-         31u) == len &&
-        short_key_equal(s->key.bytes, key, len)) {
-        if (meta & M_HOT) {
-            /* The hot-key path: no hashing, no probe, no shared write. */
-            tally__cell *c = tally__cell_of(t, meta_id(meta));
-            if (tally_unlikely(c == NULL))
-                return hot_add_slow(t, outer, meta_id(meta), delta);
-            tally__cell_add(c, delta);
-            tally__rcu_exit(t, outer);
-            return 0;
-        }
+    if (flags & ADD_MEMO_HIT) {
+        s = t->last_entry;
+        /* Relaxed: as in tally_map_add_n. */
+        meta = tally_atomic_load(&s->meta, relaxed);
         h = t->last_hash;
         streak = ++t->streak >= STREAK_HOT;
     } else {
+        /* Acquire: see "the remembered slot". */
+        uint64_t gen = tally_atomic_load(&m->gen, acquire);
         h = tally__hash(&m->seed, key, len);
         struct shard *sh = shard_of(m, h);
         /* Acquire pairs with the release publication of a table. */
@@ -422,6 +416,44 @@ int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
     }
     tally__rcu_exit(t, outer);
     return 0;
+}
+
+int tally_map_add_n(tally_map *m, const void *key, size_t len, int64_t delta)
+{
+    struct tally__thread *t = tally__self;
+    if (tally_unlikely(t == NULL || m == NULL || key == NULL ||
+                       len > TALLY_KEY_MAX))
+        return add_cold_path(m, key, len, delta);
+    unsigned flags = tally__rcu_enter(t) ? ADD_OUTER : 0;
+    /* The hot-key path, kept small enough to need no stack frame (the
+     * rest is a tail call): the thread's remembered key, when it is hot
+     * and its cell block attached. No hashing, no probe, no shared
+     * write. */
+    if (len <= SLOT_KEY) {
+        /* Acquire: see "the remembered slot". */
+        uint64_t gen = tally_atomic_load(&m->gen, acquire);
+        struct slot *s = t->last_entry;
+        if (t->last_map == m->serial && t->last_gen == gen) {
+            /* Relaxed: the slot's key and state were published to this
+             * thread when it remembered the slot, and the generation
+             * says they have not changed; only the HOT bit and id may
+             * have been set since, and either meta adds correctly. */
+            uint64_t meta = tally_atomic_load(&s->meta, relaxed);
+            if (((meta >> M_LEN_SHIFT) & 31u) == len &&
+                short_key_equal(s->key.bytes, key, len)) {
+                if (meta & M_HOT) {
+                    tally__cell *c = tally__cell_of(t, meta_id(meta));
+                    if (tally_likely(c != NULL)) {
+                        tally__cell_add(c, delta);
+                        tally__rcu_exit(t, flags & ADD_OUTER);
+                        return 0;
+                    }
+                }
+                flags |= ADD_MEMO_HIT;
+            }
+        }
+    }
+    return add_in_section(t, flags, m, key, len, delta);
 }
 
 int tally_map_add(tally_map *m, const char *key, int64_t delta)
