@@ -66,7 +66,7 @@ void *tally__alloc_pages(size_t size)
     if (should_fail())
         return NULL;
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | TALLY_MAP_POPULATE, -1, 0);
     return p != MAP_FAILED ? p : NULL;
 }
 

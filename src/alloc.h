@@ -15,6 +15,14 @@
 #include <string.h>
 #include <sys/mman.h>
 
+/* Tables are filled right after they are made, so their pages are
+ * faulted in at once by the kernel rather than one trap per page. */
+#if defined(MAP_POPULATE)
+#define TALLY_MAP_POPULATE MAP_POPULATE
+#else
+#define TALLY_MAP_POPULATE 0
+#endif
+
 #if defined(TALLY_TEST_HOOKS)
 
 void *tally__malloc(size_t size);
@@ -52,12 +60,12 @@ static inline void *tally__aligned_alloc(size_t align, size_t size)
     return p;
 }
 
-/* Fresh zero pages from the kernel: nothing is written (or paged in)
- * until used, so a big table costs no zeroing pass. */
+/* Fresh zero pages from the kernel: a big table costs no zeroing pass in
+ * user space. */
 static inline void *tally__alloc_pages(size_t size)
 {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | TALLY_MAP_POPULATE, -1, 0);
     return p != MAP_FAILED ? p : NULL;
 }
 
