@@ -138,10 +138,10 @@ TALLY_API bool tally_counter_cas(tally_counter *c, int64_t old_value,
  * Reads sum the cells. Cells of threads that exit are folded into a
  * shared total, so nothing is lost and memory stays bounded.
  *
- * Costs (bench/adder_costs): 72 bytes per adder at rest (a 64-byte heap
+ * Costs (bench/adder_costs): 40 bytes per adder at rest (a 32-byte heap
  * chunk and an 8-byte shared word), plus 8 bytes per adder in each thread
  * that has added to it (cells are allocated per thread in blocks of 1024,
- * shared by all adders and map keys). A sum reads one cell per thread
+ * shared by all adders, hot map keys and handles). A sum reads one cell per thread
  * that has used tally: a few ns with 2 threads, about 60 ns with 16.
  *
  * tally_adder_add and tally_adder_inc are inline (section 7): once the
