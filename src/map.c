@@ -37,15 +37,14 @@
  *     it), all under the lock; adders change only the contention bits of
  *     a LIVE cold slot's meta (CAS). A LIVE key never moves within a
  *     table: a rebuild copies it into a new table.
- *   - A slot's count changes only by atomic RMWs: adds (CAS, or fetch_add
- *     after a failed CAS), and the exchanges of remove, drain and
- *     settling. So every amount is in exactly one place at any time.
- *   - After a rebuild the old table keeps the counts that adders put
- *     there (adders that loaded it before the new one was published may
- *     still add to it); its LIVE keys are also in the new table, count 0.
- *     The new table's older field links the old one until the shard has
- *     moved those counts into the current table (a grace period later,
- *     under the settle sequence). A key's value is therefore
+ *   - A slot's count changes only by atomic RMWs: adds (fetch_add), and the
+ *     exchanges of remove, drain, rebuild and settling. So every amount is in exactly one place at any time.
+ *   - A rebuild moves each LIVE key and its count (an exchange) into the
+ *     new table under the shard's settle sequence, then publishes it.
+ *     Adders that loaded the old table before may still add to it: the
+ *     new table's older field links the old one until the shard has
+ *     moved those late counts into the current table (a grace period
+ *     later, under the settle sequence again). A key's value is therefore
  *         count in the current table
  *       + counts in the tables still on its older chain
  *       + the sum of its cells, when HOT.

@@ -13,9 +13,9 @@
  *   - Rebuild: when an insert would fill more than 3/4 of the slots (DEAD
  *     and TOMB ones included), or find no free slot within cap, the shard
  *     gets a new table sized for 5/3 of its live keys (so it also shrinks
- *     after churn), with a fresh salt. LIVE keys are copied (meta, key;
- *     count 0: the old table keeps their counts until settled), and the
- *     new table is published with a release store; its older field points
+ *     after churn), with a fresh salt. LIVE keys move with their counts
+ *     (exchanged, under the shard's settle sequence), and the new table
+ *     is published with a release store; its older field points
  *     at the old one. A key that cannot be placed within cap (a cluster:
  *     bad luck, or keys crafted against a known secret) makes the rebuild
  *     try another salt, then a bigger size; the cap is given up only for
