@@ -298,6 +298,10 @@ if "$tally" top --help | grep -q 'built without ncurses'; then
 elif ! command -v script >/dev/null; then
     fail "script(1) (util-linux) not found: cannot test top's live view"
 else
+    # script(1) runs the command with $SHELL -c (/bin/sh when SHELL is
+    # unset, as under CI): 'exec' makes tally the terminal's only
+    # process, so Ctrl-C reaches tally and not a shell that dash would
+    # let die of it (exit 130) while tally itself quits cleanly.
     for quit in q $'\003'; do
         # The input waits until the table is on the screen, then quits.
         ( for _ in $(seq 100); do
@@ -306,7 +310,7 @@ else
           done
           printf '%s' "$quit" ) |
             TERM=xterm COLUMNS=100 LINES=30 timeout 30 \
-            script -qfec "$tally top $g --interval 0.05" "$tmp/typescript" >/dev/null
+            script -qfec "exec $tally top $g --interval 0.05" "$tmp/typescript" >/dev/null
         rc=$?
         [ "$rc" -eq 0 ] || fail "top live view, quit with $(printf %q "$quit"): exit $rc"
         ts=$(cat -v "$tmp/typescript")
