@@ -176,7 +176,8 @@ try:
     # --- 1. kill -9 half way through a pipeline ----------------------------
     step = "kill -9 mid-pipeline"
     pushers[0].kill9()
-    plan = proxy.arm(ids[0], "cut")
+    # fresh: not a push the killed pusher left unread in its socket
+    plan = proxy.arm(ids[0], "cut", fresh=True)
     p = start_pusher(0)  # a new process: its first push sends every key
     check(plan.done.wait(30), "the cut push never reached Redis")
     check(plan.replies[0][0] == 0, "first call not applied: %r" %

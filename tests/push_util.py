@@ -214,8 +214,9 @@ class Plan:
               set when it has closed the connection.
     """
 
-    def __init__(self, kind):
+    def __init__(self, kind, after):
         self.kind = kind
+        self.after = after    # only connections accepted after this many
         self.done = threading.Event()
         self.replies = []     # Redis's replies the client never got
         self.held = []        # 'hold': the raw commands kept back
@@ -238,8 +239,13 @@ class Plan:
 class Proxy:
     """A TCP proxy on a free loopback port in front of Redis at
     upstream_port, one thread per connection. arm(id, kind) sets a Plan
-    for a producer's next push; refuse turns connections away (accepted,
-    closed at once); close_all() breaks every open connection."""
+    for a producer's next push; arm(id, kind, fresh=True) only for one on
+    a connection accepted after the call: a pusher killed just before
+    may have left a push in the socket that the proxy has not read yet,
+    and that one must not take the plan (its connection ends at once, so
+    the plan would never be done). refuse turns connections away
+    (accepted, closed at once); close_all() breaks every open
+    connection."""
 
     def __init__(self, upstream_port):
         self.upstream = upstream_port
@@ -251,15 +257,16 @@ class Proxy:
         self.lock = threading.Lock()
         self.plans = {}
         self.conns = set()
+        self.accepted = 0  # connections accepted so far
         self.load = None  # the last SCRIPT LOAD command seen
         self.refuse = False
         self.closing = False
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
-    def arm(self, producer, kind):
-        plan = Plan(kind)
+    def arm(self, producer, kind, fresh=False):
         with self.lock:
+            plan = Plan(kind, self.accepted if fresh else 0)
             self.plans[producer] = plan
         return plan
 
@@ -283,20 +290,25 @@ class Proxy:
             if self.refuse:
                 s.close()
                 continue
-            c = _Conn(self, s)
             with self.lock:
+                self.accepted += 1
+                c = _Conn(self, s, self.accepted)
                 self.conns.add(c)
             threading.Thread(target=c.run, daemon=True).start()
 
-    def _take_plan(self, producer):
+    def _take_plan(self, producer, serial):
         with self.lock:
-            return self.plans.pop(producer, None)
+            plan = self.plans.get(producer)
+            if plan is None or serial <= plan.after:
+                return None
+            return self.plans.pop(producer)
 
 
 class _Conn:
-    def __init__(self, proxy, client):
+    def __init__(self, proxy, client, serial):
         self.proxy = proxy
         self.client = client
+        self.serial = serial  # 1 for the first connection accepted
         self.server = None
         self.closed = False
         self.plan = None
@@ -378,7 +390,8 @@ class _Conn:
                 self.proxy.load = raw
             if self.plan is None and isinstance(args, list) and \
                     len(args) >= 12 and args[0].upper() == b"EVALSHA":
-                plan = self.proxy._take_plan(args[11].decode())
+                plan = self.proxy._take_plan(args[11].decode(),
+                                             self.serial)
                 if plan is not None:
                     self.plan, self.act = plan, self.sent
                     plan.seq = args[8].decode()
