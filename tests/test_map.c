@@ -26,6 +26,9 @@
  *  12. Out of memory: creating a key fails with -ENOMEM and changes
  *      nothing; adds to existing keys and through handles never fail.
  *  13. tally_map_free with keys present (LSan checks for leaks).
+ *  14. foreach and drain while another thread grows every shard's table
+ *      (rebuilds under the visit): each old key seen exactly once with
+ *      its exact value; drained amounts plus what is left equal the adds.
  */
 #include "tally.h"
 
@@ -1411,6 +1414,179 @@ static void test_free_with_keys(void)
     tally_map_free(m);
 }
 
+/* ------------------------------------------------------------------ */
+/* 14. Visits while the tables grow under them                         */
+/* ------------------------------------------------------------------ */
+
+/* Old keys: GV_OLD of them, half short (inline in the slot), half long
+ * (out of line); key i holds gv_value(i) until phase 2. */
+enum { GV_OLD = 1500, GV_NEW = 60000, GV_ROUNDS_MIN = 20 };
+
+static int gv_key(char *buf, size_t size, unsigned i)
+{
+    return i % 2 ? snprintf(buf, size, "old-%u", i)
+                 : snprintf(buf, size, "old-key-long-enough-%u", i);
+}
+
+static int64_t gv_value(unsigned i)
+{
+    return 7 * (int64_t)i + 1;
+}
+
+struct gv_ctx {
+    tally_map *m;
+    atomic_bool done;    /* the grower finished */
+    bool add_old;        /* phase 2: the grower adds 1 to an old key per
+                            new key */
+    int64_t added[GV_OLD];     /* phase 2: what the grower added */
+    int64_t drained[GV_OLD];   /* phase 2: what drains took */
+    unsigned char seen[GV_OLD];
+    unsigned new_seen;
+};
+
+/* "old-..." keys: their index; -1 for the grower's "new-..." keys. */
+static long gv_index(const void *key, size_t len)
+{
+    const char *k = key;
+    if (len > 4 && memcmp(k, "old-", 4) == 0) {
+        /* The digits at the end (key bytes are not NUL-terminated). */
+        const char *d = k + len;
+        long i = 0, scale = 1;
+        while (d > k && d[-1] >= '0' && d[-1] <= '9') {
+            i += (d[-1] - '0') * scale;
+            scale *= 10;
+            d--;
+        }
+        CHECK(d < k + len);
+        return i;
+    }
+    CHECK(len > 4 && memcmp(k, "new-", 4) == 0);
+    return -1;
+}
+
+/* A slow callback: a visit then spends long enough in each shard that
+ * the grower's rebuilds land inside the shards being visited. */
+static void gv_linger(void)
+{
+    uint64_t until = check_now_ns() + 2000;
+    while (check_now_ns() < until)
+        ;
+}
+
+static int gv_read_fn(void *p, const void *key, size_t len, int64_t value)
+{
+    struct gv_ctx *c = p;
+    long i = gv_index(key, len);
+    if (i < 0) {
+        CHECK_EQ(value, 1); /* each new key gets one add */
+        c->new_seen++;
+        return 0;
+    }
+    CHECK(i < GV_OLD);
+    gv_linger();
+    CHECK_EQ(value, gv_value((unsigned)i));
+    c->seen[i]++;
+    return 0;
+}
+
+static int gv_drain_fn(void *p, const void *key, size_t len, int64_t value)
+{
+    struct gv_ctx *c = p;
+    long i = gv_index(key, len);
+    if (i >= 0) {
+        CHECK(i < GV_OLD);
+        gv_linger();
+        c->drained[i] += value;
+        c->seen[i]++;
+    }
+    return 0;
+}
+
+static void *gv_grow(void *p)
+{
+    struct gv_ctx *c = p;
+    char key[64];
+    for (unsigned j = 0; j < GV_NEW; j++) {
+        snprintf(key, sizeof key, j % 2 ? "new-%u" : "new-and-long-%u", j);
+        CHECK_EQ(tally_map_inc(c->m, key), 0);
+        if (c->add_old) {
+            unsigned i = (j * 7919u) % GV_OLD;
+            gv_key(key, sizeof key, i);
+            CHECK_EQ(tally_map_inc(c->m, key), 0);
+            c->added[i]++;
+        }
+    }
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+/* Runs the grower on a fresh map holding the old keys and visits it
+ * (drain when drain, else foreach) until the grower is done and at least
+ * GV_ROUNDS_MIN visits ran; checks each visit saw each old key once (a
+ * drain: at most once, as it skips keys with nothing to take). Every
+ * shard's table must have been replaced meanwhile. */
+static void gv_run(struct gv_ctx *c, bool drain)
+{
+    struct table *first[NSHARDS];
+    pthread_t t;
+    char key[64];
+    unsigned rounds = 0;
+
+    CHECK_EQ(tally_map_new(&c->m), 0);
+    for (unsigned i = 0; i < GV_OLD; i++) {
+        gv_key(key, sizeof key, i);
+        CHECK_EQ(tally_map_add(c->m, key, gv_value(i)), 0);
+    }
+    for (unsigned i = 0; i < NSHARDS; i++)
+        first[i] = atomic_load(&c->m->shard[i].table);
+    atomic_store(&c->done, false);
+    CHECK_EQ(pthread_create(&t, NULL, gv_grow, c), 0);
+    while (!atomic_load(&c->done) || rounds < GV_ROUNDS_MIN) {
+        memset(c->seen, 0, sizeof c->seen);
+        c->new_seen = 0;
+        if (drain) {
+            CHECK_EQ(tally_map_drain(c->m, gv_drain_fn, c), 0);
+            for (unsigned i = 0; i < GV_OLD; i++)
+                CHECK(c->seen[i] <= 1);
+        } else {
+            CHECK_EQ(tally_map_foreach(c->m, gv_read_fn, c), 0);
+            for (unsigned i = 0; i < GV_OLD; i++)
+                CHECK_EQ(c->seen[i], 1);
+        }
+        rounds++;
+    }
+    CHECK_EQ(pthread_join(t, NULL), 0);
+    for (unsigned i = 0; i < NSHARDS; i++)
+        CHECK(atomic_load(&c->m->shard[i].table) != first[i]);
+}
+
+static void test_visit_while_growing(void)
+{
+    struct gv_ctx *c = calloc(1, sizeof *c);
+    CHECK(c != NULL);
+
+    /* Phase 1: foreach; nobody adds to the old keys. */
+    gv_run(c, false);
+    memset(c->seen, 0, sizeof c->seen);
+    c->new_seen = 0;
+    CHECK_EQ(tally_map_foreach(c->m, gv_read_fn, c), 0);
+    CHECK_EQ(c->new_seen, GV_NEW);
+    tally_map_free(c->m);
+
+    /* Phase 2: drain while the grower also adds to the old keys. */
+    c->add_old = true;
+    for (unsigned i = 0; i < GV_OLD; i++)
+        c->added[i] = gv_value(i); /* the value each key starts with */
+    gv_run(c, true);
+    for (unsigned i = 0; i < GV_OLD; i++) {
+        char key[64];
+        gv_key(key, sizeof key, i);
+        CHECK_EQ(c->drained[i] + tally_map_value(c->m, key), c->added[i]);
+    }
+    tally_map_free(c->m);
+    free(c);
+}
+
 int main(void)
 {
     test_bad_input();
@@ -1430,5 +1606,6 @@ int main(void)
     test_exited_threads();
     test_out_of_memory();
     test_free_with_keys();
+    test_visit_while_growing();
     return 0;
 }
