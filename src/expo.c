@@ -554,77 +554,150 @@ static size_t format_int(char *dst, int64_t v)
     return i;
 }
 
+/* The most bytes put_value writes: " -9223372036854775808\n". */
+#define VALUE_MAX 22
+
 /* " <value>\n" after a sample's labels. */
 static int put_value(tally_expo *w, int64_t value)
 {
-    char line[32];
-    size_t n;
-
     if (w->type == TALLY_EXPO_COUNTER && value < 0) {
         value = 0;
         w->stats.clamped++;
     }
-    line[0] = ' ';
-    n = 1 + format_int(line + 1, value);
-    line[n++] = '\n';
     w->stats.samples++;
-    return expo_put(w, line, n);
+    if (expo_room(w, VALUE_MAX) != 0)
+        return w->err;
+    char *p = w->buf + w->used;
+    size_t n = 0;
+    p[n++] = ' ';
+    n += format_int(p + n, value);
+    p[n++] = '\n';
+    w->used += n;
+    return 0;
 }
 
-/* The key as its label value, format-escaped (tally.h section 6). */
-static int put_key(tally_expo *w, const unsigned char *k, size_t len)
+/* Whether key byte c goes into the label value as itself. */
+static int key_plain(unsigned char c)
+{
+    return c < 0x80 && key_class(c) == PLAIN;
+}
+
+/* Whether all 8 bytes of x go in as themselves, tested at once: none
+ * below 0x20 (a tab is plain but fails here: the byte loop takes it),
+ * none from 0x7F, no '"', no '\\'. Each term sets a byte's high bit where
+ * that byte is such a byte; a borrow or carry across bytes sets a bit
+ * only above a byte that is one already. */
+static int word_plain(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101u;
+    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    uint64_t bad = ((x - ones * 0x20) & ~x) | x | (x + ones) |
+                   ((q - ones) & ~q) | ((b - ones) & ~b);
+    return (bad & ones * 0x80) == 0;
+}
+
+/* How many bytes from p (n of them) go in as themselves: 8 at a time,
+ * then byte by byte. */
+static size_t plain_run(const unsigned char *p, size_t n)
+{
+    size_t r = 0;
+    uint64_t x;
+
+    while (n - r >= 8) {
+        memcpy(&x, p + r, 8);
+        if (!word_plain(x))
+            break;
+        r += 8;
+    }
+    while (r < n && key_plain(p[r]))
+        r++;
+    return r;
+}
+
+/* The most bytes one key byte becomes: "\\xNN". */
+#define KEY_BYTE_MAX 5
+
+/*
+ * The key bytes k[0..len) as the label value, format-escaped (tally.h
+ * section 6), into dst: as many whole characters as fit in cap bytes.
+ * Returns the bytes written; *taken is the key bytes consumed. Sets
+ * *encoded when a byte needed the \xNN encoding. Consumes at least one
+ * character when cap >= KEY_BYTE_MAX.
+ */
+static size_t encode_key(char *dst, size_t cap, const unsigned char *k,
+                         size_t len, size_t *taken, int *encoded)
 {
     static const char hex[] = "0123456789abcdef";
-    int encoded = 0;
+    size_t i = 0, o = 0;
 
-    while (len > 0) {
-        size_t run = 0, ulen;
+    while (i < len) {
+        unsigned char c = k[i];
+        size_t run;
 
-        /* A run of plain ASCII goes in one copy. */
-        while (run < len && k[run] < 0x80 && key_class(k[run]) == PLAIN)
-            run++;
-        if (run > 0) {
-            if (expo_put(w, k, run) != 0)
-                return w->err;
-            k += run;
-            len -= run;
+        if (key_plain(c)) {
+            /* A run of plain ASCII goes in one copy. */
+            run = plain_run(k + i, len - i);
+            if (run > cap - o)
+                run = cap - o;
+            if (run == 0)
+                break;
+            memcpy(dst + o, k + i, run);
+            o += run;
+            i += run;
             continue;
         }
-        if (expo_room(w, 5) != 0)
-            return w->err;
-        if (k[0] >= 0x80) {
-            ulen = utf8_len(k, len);
+        if (cap - o < KEY_BYTE_MAX)
+            break;
+        if (c >= 0x80) {
+            size_t ulen = utf8_len(k + i, len - i);
             if (ulen > 0) {
-                memcpy(w->buf + w->used, k, ulen);
-                w->used += ulen;
-                k += ulen;
-                len -= ulen;
+                memcpy(dst + o, k + i, ulen);
+                o += ulen;
+                i += ulen;
                 continue;
             }
-        } else if (key_class(k[0]) == ESC) {
+        } else if (key_class(c) == ESC) {
             /* The label value doubles a backslash, the format escapes
              * each: four on the wire. */
-            if (k[0] == '\\') {
-                memcpy(w->buf + w->used, "\\\\\\\\", 4);
-                w->used += 4;
-                encoded = 1;
+            if (c == '\\') {
+                memcpy(dst + o, "\\\\\\\\", 4);
+                o += 4;
+                *encoded = 1;
             } else {
-                w->buf[w->used++] = '\\';
-                w->buf[w->used++] = k[0] == '"' ? '"' : 'n';
+                dst[o++] = '\\';
+                dst[o++] = c == '"' ? '"' : 'n';
             }
-            k++;
-            len--;
+            i++;
             continue;
         }
         /* \xNN in the label value: its backslash escaped on the wire. */
-        w->buf[w->used++] = '\\';
-        w->buf[w->used++] = '\\';
-        w->buf[w->used++] = 'x';
-        w->buf[w->used++] = hex[k[0] >> 4];
-        w->buf[w->used++] = hex[k[0] & 15];
-        encoded = 1;
-        k++;
-        len--;
+        dst[o++] = '\\';
+        dst[o++] = '\\';
+        dst[o++] = 'x';
+        dst[o++] = hex[c >> 4];
+        dst[o++] = hex[c & 15];
+        *encoded = 1;
+        i++;
+    }
+    *taken = i;
+    return o;
+}
+
+/* The key as its label value, through the buffer in as many pieces as it
+ * needs. */
+static int put_key(tally_expo *w, const unsigned char *k, size_t len)
+{
+    int encoded = 0;
+
+    while (len > 0) {
+        size_t taken;
+
+        if (expo_room(w, KEY_BYTE_MAX) != 0)
+            return w->err;
+        w->used += encode_key(w->buf + w->used, EXPO_BUF - w->used, k, len,
+                              &taken, &encoded);
+        k += taken;
+        len -= taken;
     }
     if (encoded)
         w->stats.keys_encoded++;
@@ -655,6 +728,25 @@ int tally_expo_key(tally_expo *w, const void *key, size_t len, int64_t value)
         if (w->empty_seen)
             return -EEXIST;
         w->empty_seen = 1;
+    }
+    /* The whole line at once when it certainly fits (every key of a
+     * usual size, most of the time): one room check for the prefix, the
+     * key, the closing and the value. */
+    if (w->key_prefix_len + KEY_BYTE_MAX * len + 2 + VALUE_MAX <=
+        EXPO_BUF - w->used) {
+        int encoded = 0;
+        size_t taken;
+        char *p = w->buf + w->used;
+
+        memcpy(p, w->key_prefix, w->key_prefix_len);
+        p += w->key_prefix_len;
+        p += encode_key(p, KEY_BYTE_MAX * len, key, len, &taken, &encoded);
+        *p++ = '"';
+        *p++ = '}';
+        w->used = (size_t)(p - w->buf);
+        if (encoded)
+            w->stats.keys_encoded++;
+        return put_value(w, value);
     }
     if (expo_put(w, w->key_prefix, w->key_prefix_len) != 0 ||
         put_key(w, key, len) != 0 || expo_put(w, "\"}", 2) != 0)

@@ -1,8 +1,9 @@
 /*
  * test_expo.c - the exposition writer (tally.h section 6): every format
  * rule against golden files, every error, sink failures, allocation
- * failures, maps, counters and adders rendered while threads add, and
- * stores (as written and opened read-only).
+ * failures, maps, counters and adders rendered while threads add,
+ * stores (as written and opened read-only), and each kind of byte at each
+ * place of the writer's 8-byte scan against the byte-by-byte rules.
  *
  * Golden files: tests/expo_golden/CASE.prom (text 0.0.4) and CASE.om
  * (OpenMetrics 1.0), one pair per case below. The output of each case must
@@ -1078,6 +1079,72 @@ static void test_store_render(void)
     unlink(path);
 }
 
+/* ---- every kind of byte at every place in a word -------------------- */
+
+/* The label value of key byte c as the format puts it (one byte; the
+ * callers keep multi-byte UTF-8 apart). */
+static size_t ref_byte(char *dst, unsigned char c)
+{
+    if (c == '\\')
+        return (size_t)sprintf(dst, "\\\\\\\\");
+    if (c == '"')
+        return (size_t)sprintf(dst, "\\\"");
+    if (c == '\n')
+        return (size_t)sprintf(dst, "\\n");
+    if ((c < 0x20 && c != '\t') || c >= 0x7F)
+        return (size_t)sprintf(dst, "\\\\x%02x", c);
+    dst[0] = (char)c;
+    return 1;
+}
+
+/* The writer scans keys 8 bytes at a time: each special byte (and a
+ * two-byte UTF-8 character, and the plain bytes at the edges of the
+ * ranges) at each of 24 places in a 27-byte key of 'a's must come out
+ * exactly as the byte-by-byte rules say. */
+static void test_key_positions(void)
+{
+    static const unsigned char special[] = {
+        '"', '\\', '\n', '\t', 0x00, 0x01, 0x1F, 0x20, 0x7E, 0x7F,
+        0x80, 0xFF, 0x21, 0x5B, 0x5D, 0x23, 0x5C ^ 0x80, 0x22 ^ 0x80,
+    };
+    static const struct tally_expo_family f = {.name = "pos", .help = "h"};
+    enum { LEN = 27 };
+
+    for (size_t si = 0; si <= sizeof special; si++) {
+        for (size_t at = 0; at + 2 <= LEN; at++) {
+            unsigned char key[LEN];
+            char want[LEN * 5 + 64], *p = want;
+            struct out o = {0};
+            tally_expo *w = writer(TALLY_EXPO_TEXT, &o);
+
+            memset(key, 'a', sizeof key);
+            p += sprintf(p, "pos_total{key=\"");
+            for (size_t i = 0; i < at; i++)
+                *p++ = 'a';
+            if (si < sizeof special) {
+                key[at] = special[si];
+                p += ref_byte(p, special[si]);
+            } else {
+                /* U+00E9, whole, possibly across two words */
+                key[at] = 0xC3;
+                key[at + 1] = 0xA9;
+                memcpy(p, "\xc3\xa9", 2);
+                p += 2;
+            }
+            for (size_t i = at + 1 + (si == sizeof special); i < LEN; i++)
+                *p++ = 'a';
+            p += sprintf(p, "\"} 7\n");
+
+            CHECK_EQ(tally_expo_begin(w, &f), 0);
+            CHECK_EQ(tally_expo_key(w, key, LEN, 7), 0);
+            CHECK_EQ(tally_expo_finish(w), 0);
+            CHECK(strstr(o.data, want) != NULL);
+            tally_expo_free(w);
+            out_reset(&o);
+        }
+    }
+}
+
 int main(void)
 {
     test_content_types();
@@ -1092,6 +1159,7 @@ int main(void)
     test_map_concurrent();
     test_map_sink_error();
     test_store_render();
+    test_key_positions();
     printf("test_expo: ok\n");
     return 0;
 }
