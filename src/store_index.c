@@ -402,19 +402,6 @@ static int within(struct tally_store *s, uint64_t count, uint64_t size)
     return count <= tally_atomic_load(&s->mapped, relaxed) / size;
 }
 
-/*
- * Visits every entry reachable from the root, reading each slot once.
- *
- * Under concurrent inserts: every key published before the walk began is
- * visited exactly once; a key published during it at most once. Why: a
- * key lives in the subtree of one root slot, and below that in the
- * subtree of one slot per level; the walk reads each slot once, and an
- * expansion only moves the key one level deeper under the same slot,
- * into a node that already holds it when the slot starts pointing to it.
- * So if the walk reads the slot before the expansion it sees the entry,
- * and if after, it descends into the node and finds the entry there; it
- * never reads that slot again.
- */
 /* How many slots ahead of the walk their entries and nodes are
  * prefetched. Slot order is hash order and entries lie in the file in
  * insertion order, so without this each entry is a cache miss the walk
@@ -463,6 +450,20 @@ static inline void walk_prefetch(struct tally_store *s,
         prefetch_target(s, tally_atomic_load(&n[k], relaxed));
 }
 
+/*
+ * Visits every entry reachable from the root, reading each slot once.
+ *
+ * Under concurrent inserts: every key published before the walk began is
+ * visited exactly once; a key published during it at most once. Why: a
+ * key lives in the subtree of one root slot, and below that in the
+ * subtree of one slot per level; the walk reads each slot once, and an
+ * expansion only moves the key one level deeper under the same slot,
+ * into a node that already holds it when the slot starts pointing to it.
+ * So if the walk reads the slot before the expansion it sees the entry,
+ * and if after, it descends into the node and finds the entry there; it
+ * never reads that slot again. (The prefetches read slots ahead too, but
+ * only as hints: nothing the walk visits is decided by those reads.)
+ */
 int tally__store_walk(struct tally_store *s, tally__store_walk_fn visit,
                       void *ctx)
 {
@@ -478,8 +479,8 @@ int tally__store_walk(struct tally_store *s, tally__store_walk_fn visit,
         }
         unsigned i = f->next++;
         if (i == 0) {
-            /* A new table: the first slots' targets, and the second stage
-             * for the first half of them. */
+            /* A new table: its first slots' targets (the second stage
+             * begins at slot WALK_AHEAD / 2). */
             for (unsigned a = 0; a < WALK_AHEAD && a < f->n; a++)
                 prefetch_target(s, tally_atomic_load(&f->slots[a], relaxed));
         }
