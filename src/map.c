@@ -514,21 +514,33 @@ static int read_key(struct shard *sh, uint64_t h, const void *key,
     }
 }
 
+/* Whether slot s of tb, seen by a visit with meta, is still where probe()
+ * would find its key: tb is the shard's current table, has no older one
+ * (and so never will: older is set only before a table is published),
+ * and s still holds that meta (the same live key). */
+static bool slot_current(struct shard *sh, const struct table *tb,
+                         struct slot *s, uint64_t meta)
+{
+    /* Acquire loads: table pairs with the release publication of a table;
+     * older with its release stores (rebuild, and the unlink in a settle);
+     * meta with the release store that made the slot LIVE, as in probe(). */
+    return tally_atomic_load(&sh->table, acquire) == tb &&
+           tally_atomic_load(&tb->older, acquire) == NULL &&
+           tally_atomic_load(&s->meta, acquire) == meta;
+}
+
 /* read_key for a visit that already holds the key's slot s in tb, seen
  * with meta: 0 and *out as read_key would give, without hashing or
  * probing, when tb is the shard's only table (current, nothing older) and
  * s still has that meta; 1 when that does not hold (the caller probes).
- * A table that has no older one never gets one (older is set only before
- * a table is published), and with tb current from before the count load
- * to after it, no add of the key went anywhere but s and its cells. */
+ * With slot_current true from before the count load to after it, no add
+ * of the key went anywhere but s and its cells. */
 static int read_slot(struct shard *sh, const struct table *tb,
                      struct slot *s, uint64_t meta, int64_t *out)
 {
-    /* Acquire loads: as in read_key. */
+    /* Acquire: as in read_key. */
     uint32_t q = tally_atomic_load(&sh->settle_seq, acquire);
-    if ((q & 1) || tally_atomic_load(&sh->table, acquire) != tb ||
-        tally_atomic_load(&tb->older, acquire) != NULL ||
-        tally_atomic_load(&s->meta, acquire) != meta)
+    if ((q & 1) || !slot_current(sh, tb, s, meta))
         return 1;
     uint64_t v = (uint64_t)tally_atomic_load(&s->count, relaxed);
     if (meta & M_HOT)
@@ -825,12 +837,9 @@ static int visit(tally_map *m, tally_visit_fn fn, void *ctx, bool drain)
             const unsigned char *key = slot_key(s, meta, &len);
             int64_t v;
             if (drain) {
-                /* s is the key's slot if tb is still the only table and s
-                 * still holds the key (the checks drain_key's probe makes);
-                 * an older table never appears under tb later. */
-                if (tally_atomic_load(&sh->table, acquire) == tb &&
-                    tally_atomic_load(&tb->older, acquire) == NULL &&
-                    tally_atomic_load(&s->meta, acquire) == meta)
+                /* s is the key's slot while slot_current holds: what
+                 * drain_key's probe would find. */
+                if (slot_current(sh, tb, s, meta))
                     v = drain_found(sh, tb, s, meta, 0, len);
                 else
                     v = drain_key(sh, tally__hash(&m->seed, key, len), key,
